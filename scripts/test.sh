@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the test dependencies and run every check: ruff, mypy, pytest, Sphinx.
+# This is the README's test command; .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing redis-server (tests start their own throwaway server)"
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: install it (e.g. sudo apt-get install -y redis-server)" >&2
+    exit 1
+  fi
+fi
+
+echo "== pip install -e '.[dev]'"
+python -m pip install -q -e '.[dev]'
+
+echo "== ruff"
+python -m ruff check src tests examples benchmarks
+echo "== mypy"
+python -m mypy
+echo "== sphinx-build -W"
+python -m sphinx -W -q -b html docs docs/_build/html
+echo "== pytest"
+python -m pytest -q -p no:cacheprovider "$@"

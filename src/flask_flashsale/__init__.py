@@ -1,0 +1,67 @@
+"""Flask-FlashSale: flash sales for Flask that never oversell.
+
+Atomic admission in Redis (one Lua script per order attempt), a Redis Streams
+order queue processed by ``flask flashsale worker``, and a JSON blueprint.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    Ended,
+    FlashSaleError,
+    IdentityRequired,
+    InvalidRequest,
+    LimitReached,
+    LockLost,
+    LockNotAcquired,
+    NotInitializedError,
+    NotStarted,
+    PayloadTooLarge,
+    RateLimited,
+    SaleNotFound,
+    SoldOut,
+    TicketNotFound,
+)
+from .extension import FlashSale, FlashSaleState
+from .models import Admission, Order, Sale, Ticket
+from .signals import (
+    order_admitted,
+    order_confirmed,
+    order_failed,
+    request_rate_limited,
+    sale_sold_out,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Admission",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "Ended",
+    "FlashSale",
+    "FlashSaleError",
+    "FlashSaleState",
+    "IdentityRequired",
+    "InvalidRequest",
+    "LimitReached",
+    "LockLost",
+    "LockNotAcquired",
+    "NotInitializedError",
+    "NotStarted",
+    "Order",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Sale",
+    "SaleNotFound",
+    "SoldOut",
+    "Ticket",
+    "TicketNotFound",
+    "order_admitted",
+    "order_confirmed",
+    "order_failed",
+    "request_rate_limited",
+    "sale_sold_out",
+]

@@ -1,0 +1,61 @@
+-- Admission: one atomic step per order attempt (one round trip).
+--
+-- KEYS[1] sale hash      KEYS[2] users hash     KEYS[3] ticket hash
+-- KEYS[4] orders stream  KEYS[5] per-user bucket KEYS[6] per-sale bucket
+-- ARGV[1] user id        ARGV[2] quantity        ARGV[3] ticket id
+-- ARGV[4] ticket ttl (s)
+-- ARGV[5] per-user interval ms (0 = off)  ARGV[6] per-user burst
+-- ARGV[7] per-sale interval ms (0 = off)  ARGV[8] per-sale burst
+-- ARGV[9] events channel ('' = no sold-out event)
+--
+-- Reply: {status, ticket id or '', remaining or -1, retry after ms}
+-- Order of checks: sale exists, idempotency (the same ticket again), window
+-- (on Redis TIME), per-user limit, token buckets, stock. Only a queued
+-- attempt writes anything (and a throttled one writes nothing at all).
+
+local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
+if not sale[1] then return {'not_found', '', -1, 0} end
+local remaining = tonumber(sale[1])
+
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'duplicate', ARGV[3], remaining, 0}
+end
+
+local now = now_ms()
+local starts = tonumber(sale[2])
+if starts and now < starts then return {'not_started', '', remaining, starts - now} end
+local ends = tonumber(sale[3])
+if ends and now >= ends then return {'ended', '', remaining, 0} end
+
+local qty = tonumber(ARGV[2])
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held + qty > tonumber(sale[4]) then return {'limit_reached', '', remaining, 0} end
+
+local user_interval = tonumber(ARGV[5])
+local sale_interval = tonumber(ARGV[7])
+local user_tat, sale_tat
+if user_interval > 0 then
+  local wait
+  wait, user_tat = gcra_check(KEYS[5], user_interval, tonumber(ARGV[6]), now)
+  if wait > 0 then return {'rate_limited', '', remaining, wait} end
+end
+if sale_interval > 0 then
+  local wait
+  wait, sale_tat = gcra_check(KEYS[6], sale_interval, tonumber(ARGV[8]), now)
+  if wait > 0 then return {'rate_limited', '', remaining, wait} end
+end
+
+if remaining < qty then return {'sold_out', '', remaining, 0} end
+
+if user_tat then gcra_commit(KEYS[5], user_tat, now) end
+if sale_tat then gcra_commit(KEYS[6], sale_tat, now) end
+remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
+redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+redis.call('HSET', KEYS[3], 'u', ARGV[1], 'q', qty, 's', 'queued', 'a', now)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+redis.call('XADD', KEYS[4], '*', 't', ARGV[3], 'u', ARGV[1], 'q', qty,
+           'p', sale[5] or '', 'a', now)
+if remaining == 0 and ARGV[9] ~= '' then
+  redis.call('PUBLISH', ARGV[9], 'sold_out ' .. ARGV[3]:match('^(.*)~'))
+end
+return {'queued', ARGV[3], remaining, 0}

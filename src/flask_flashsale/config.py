@@ -1,0 +1,124 @@
+"""Every ``FLASHSALE_*`` configuration key, its default, and how it is read.
+
+One module holds them all so the docs (``docs/configuration.rst``) and the code
+cannot drift apart. :meth:`FlashSale.init_app` calls :func:`load` once per app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: Default value of every configuration key the extension reads.
+DEFAULTS: dict[str, Any] = {
+    "FLASHSALE_REDIS_URL": "redis://localhost:6379/0",
+    "FLASHSALE_KEY_PREFIX": "flashsale",
+    "FLASHSALE_URL_PREFIX": "/api/flash-sales",
+    "FLASHSALE_INVENTORY_STRATEGY": "lua",
+    "FLASHSALE_ORDER_RATE_PER_USER": None,
+    "FLASHSALE_ORDER_RATE_PER_SALE": None,
+    "FLASHSALE_CACHE_TTL": 1.0,
+    "FLASHSALE_MAX_ATTEMPTS": 5,
+    "FLASHSALE_CLAIM_IDLE": 30.0,
+    "FLASHSALE_INLINE_WORKER": None,
+    "FLASHSALE_REDIS_POOL_SIZE": 50,
+    "FLASHSALE_REDIS_SOCKET_TIMEOUT": 0.5,
+    "FLASHSALE_REDIS_CONNECT_TIMEOUT": 0.5,
+    "FLASHSALE_REDIS_POOL_TIMEOUT": 1.0,
+    "FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL": 30,
+    "FLASHSALE_TICKET_TTL": 7 * 24 * 3600,
+    "FLASHSALE_MAX_BODY": 16 * 1024,
+    "FLASHSALE_MAX_QUANTITY": 100,
+    "FLASHSALE_SECRET": None,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of one app, read and validated once by ``init_app``."""
+
+    redis_url: str
+    key_prefix: str
+    url_prefix: str
+    inventory_strategy: str
+    order_rate_per_user: str | None
+    order_rate_per_sale: str | None
+    cache_ttl: float
+    max_attempts: int
+    claim_idle: float
+    inline_worker: bool
+    pool_size: int
+    socket_timeout: float
+    connect_timeout: float
+    pool_timeout: float
+    health_check_interval: int
+    ticket_ttl: int
+    max_body: int
+    max_quantity: int
+    secret: str | None
+
+
+STRATEGIES = ("lua", "optimistic", "lock")
+
+
+def _number(config: Any, key: str, kind: type, minimum: float) -> Any:
+    raw = config[key]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{key} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def load(config: Any) -> Settings:
+    """Set the defaults on ``config`` (a Flask config) and return validated settings.
+
+    Raises :class:`~flask_flashsale.ConfigurationError` naming the bad key, so a
+    typo fails at start-up rather than on the night of the sale.
+    """
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+    url = str(config["FLASHSALE_REDIS_URL"])
+    strategy = str(config["FLASHSALE_INVENTORY_STRATEGY"])
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(
+            f"FLASHSALE_INVENTORY_STRATEGY must be one of {', '.join(STRATEGIES)}; got {strategy!r}"
+        )
+    prefix = str(config["FLASHSALE_KEY_PREFIX"])
+    if not prefix or any(c in prefix for c in "{} \t\n"):
+        raise ConfigurationError(
+            f"FLASHSALE_KEY_PREFIX must be non-empty without braces or spaces; got {prefix!r}"
+        )
+    inline = config["FLASHSALE_INLINE_WORKER"]
+    if inline is None:
+        inline = url.startswith("memory://")
+    url_prefix = str(config["FLASHSALE_URL_PREFIX"]).rstrip("/")
+    if not url_prefix.startswith("/"):
+        raise ConfigurationError(
+            f"FLASHSALE_URL_PREFIX must start with '/'; got {config['FLASHSALE_URL_PREFIX']!r}"
+        )
+    return Settings(
+        redis_url=url,
+        key_prefix=prefix,
+        url_prefix=url_prefix,
+        inventory_strategy=strategy,
+        order_rate_per_user=config["FLASHSALE_ORDER_RATE_PER_USER"] or None,
+        order_rate_per_sale=config["FLASHSALE_ORDER_RATE_PER_SALE"] or None,
+        cache_ttl=_number(config, "FLASHSALE_CACHE_TTL", float, 0),
+        max_attempts=_number(config, "FLASHSALE_MAX_ATTEMPTS", int, 1),
+        claim_idle=_number(config, "FLASHSALE_CLAIM_IDLE", float, 0),
+        inline_worker=bool(inline),
+        pool_size=_number(config, "FLASHSALE_REDIS_POOL_SIZE", int, 1),
+        socket_timeout=_number(config, "FLASHSALE_REDIS_SOCKET_TIMEOUT", float, 0.001),
+        connect_timeout=_number(config, "FLASHSALE_REDIS_CONNECT_TIMEOUT", float, 0.001),
+        pool_timeout=_number(config, "FLASHSALE_REDIS_POOL_TIMEOUT", float, 0),
+        health_check_interval=_number(config, "FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL", int, 0),
+        ticket_ttl=_number(config, "FLASHSALE_TICKET_TTL", int, 1),
+        max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
+        max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
+        secret=config["FLASHSALE_SECRET"],
+    )

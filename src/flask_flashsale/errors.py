@@ -1,0 +1,206 @@
+"""The ``FlashSaleError`` tree.
+
+Every error the extension raises subclasses :class:`FlashSaleError`, which is a
+:class:`werkzeug.exceptions.HTTPException`: a host's ``@app.errorhandler`` works
+on it, and when nothing handles it, it renders itself as an RFC 9457
+``application/problem+json`` document with a stable ``code``.
+
+``code`` in the JSON body is the stable machine-readable slug (``"sold_out"``);
+on the Python object that slug is :attr:`FlashSaleError.error_code`, because
+werkzeug already uses the attribute ``code`` for the HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FlashSaleError(HTTPException):
+    """Base class of every error raised by Flask-FlashSale."""
+
+    #: HTTP status used when the error reaches a client.
+    code: int = 500
+    #: Stable machine-readable identifier, sent as ``code`` in problem+json.
+    error_code: str = "internal_error"
+    #: Short human-readable summary, sent as ``title``.
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        #: Seconds after which a retry may succeed (sent as ``Retry-After``).
+        self.retry_after = retry_after
+        #: Extra members of the problem document (``remaining``, ``limit``...).
+        self.extra = extra
+        self._headers = dict(headers or {})
+
+    def problem(self) -> dict[str, Any]:
+        """Return the RFC 9457 problem document of this error."""
+        doc: dict[str, Any] = {
+            "type": f"https://flask-flashsale.readthedocs.io/errors#{self.error_code}",
+            "title": self.title,
+            "status": self.code,
+            "code": self.error_code,
+            "detail": self.description,
+        }
+        if self.retry_after is not None:
+            doc["retry_after"] = self.retry_after
+        doc.update(self.extra)
+        return doc
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        """Render the problem document as JSON."""
+        return json.dumps(self.problem(), separators=(",", ":"))
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        """Problem content type, plus ``Retry-After`` and any extra headers."""
+        headers = [("Content-Type", PROBLEM_JSON)]
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(max(1, int(-(-self.retry_after // 1))))))
+        headers.extend(self._headers.items())
+        return headers
+
+
+class ConfigurationError(FlashSaleError):
+    """The app's ``FLASHSALE_*`` configuration is invalid (raised at start-up)."""
+
+    error_code = "configuration_error"
+    title = "Flask-FlashSale is misconfigured"
+
+
+class NotInitializedError(FlashSaleError):
+    """The extension was used before ``init_app`` was called for this app."""
+
+    error_code = "not_initialized"
+    title = "Flask-FlashSale is not initialised for this app"
+
+
+class IdentityRequired(FlashSaleError):
+    """No buyer identity: the identity loader returned ``None``."""
+
+    code = 401
+    error_code = "identity_required"
+    title = "Sign in to buy"
+
+
+class SaleNotFound(FlashSaleError):
+    """The sale does not exist (or its id is not a valid sale id)."""
+
+    code = 404
+    error_code = "sale_not_found"
+    title = "No such sale"
+
+
+class TicketNotFound(FlashSaleError):
+    """The ticket does not exist, has expired, or belongs to someone else."""
+
+    code = 404
+    error_code = "ticket_not_found"
+    title = "No such order ticket"
+
+
+class NotFound(FlashSaleError):
+    """No such resource under the extension's URL prefix."""
+
+    code = 404
+    error_code = "not_found"
+    title = "Not found"
+
+
+class MethodNotAllowed(FlashSaleError):
+    """The HTTP method is not supported on this resource."""
+
+    code = 405
+    error_code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+class SoldOut(FlashSaleError):
+    """Not enough stock is left for the requested quantity."""
+
+    code = 409
+    error_code = "sold_out"
+    title = "Sold out"
+
+
+class LimitReached(FlashSaleError):
+    """The buyer already holds the per-user limit of this sale."""
+
+    code = 409
+    error_code = "limit_reached"
+    title = "Per-buyer limit reached"
+
+
+class NotStarted(FlashSaleError):
+    """The sale window has not opened yet."""
+
+    code = 409
+    error_code = "not_started"
+    title = "The sale has not started"
+
+
+class Ended(FlashSaleError):
+    """The sale window has closed."""
+
+    code = 410
+    error_code = "ended"
+    title = "The sale has ended"
+
+
+class PayloadTooLarge(FlashSaleError):
+    """The request body is larger than ``FLASHSALE_MAX_BODY``."""
+
+    code = 413
+    error_code = "payload_too_large"
+    title = "Request body too large"
+
+
+class InvalidRequest(FlashSaleError):
+    """The request is malformed (bad JSON, wrong types, out-of-range values)."""
+
+    code = 422
+    error_code = "invalid_request"
+    title = "Invalid request"
+
+
+class RateLimited(FlashSaleError):
+    """Too many requests: a token bucket is empty."""
+
+    code = 429
+    error_code = "rate_limited"
+    title = "Too many requests"
+
+
+class BackendUnavailable(FlashSaleError):
+    """Redis cannot be reached (or the circuit breaker is open)."""
+
+    code = 503
+    error_code = "backend_unavailable"
+    title = "Service temporarily unavailable"
+
+
+class LockNotAcquired(FlashSaleError):
+    """A distributed lock was not acquired within ``blocking_timeout``."""
+
+    code = 503
+    error_code = "lock_timeout"
+    title = "Lock not acquired in time"
+
+
+class LockLost(FlashSaleError):
+    """The lock's lease expired and another holder took it."""
+
+    code = 409
+    error_code = "lock_lost"
+    title = "Lock lost"

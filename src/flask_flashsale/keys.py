@@ -1,0 +1,96 @@
+"""Redis key layout and id validation.
+
+Every key of one sale shares the hash tag ``{<sale_id>}``, so every script
+touches one slot and the design runs unchanged on Redis Cluster::
+
+    <prefix>:{<sale>}:sale            hash: stock, remaining, price, window, limit, info
+    <prefix>:{<sale>}:users           hash: user id -> units held
+    <prefix>:{<sale>}:t:<token>       hash: one ticket (expires after FLASHSALE_TICKET_TTL)
+    <prefix>:{<sale>}:orders          stream: admitted orders, read by the worker group
+    <prefix>:{<sale>}:dead            stream: orders that failed for good
+    <prefix>:{<sale>}:rl:...          token buckets of admission throttles
+    <prefix>:sales                    set of sale ids (index for list_sales / the worker)
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidRequest, SaleNotFound, TicketNotFound
+
+SALE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: Tickets are ``<sale_id>~<token>``: the sale id gives the hash tag, the
+#: token (22 url-safe characters, 128 bits) makes the id unguessable.
+TICKET_ID = re.compile(r"([A-Za-z0-9_.\-]{1,64})~([A-Za-z0-9_\-]{22})")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def check_sale_id(sale_id: object) -> str:
+    """Return ``sale_id`` if valid, else raise :class:`SaleNotFound`."""
+    if not isinstance(sale_id, str) or not SALE_ID.fullmatch(sale_id):
+        raise SaleNotFound(f"{str(sale_id)[:80]!r} is not a valid sale id")
+    return sale_id
+
+
+def check_idempotency_key(key: object) -> str:
+    """Return ``key`` if it is 1-255 printable ASCII characters, else raise."""
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def split_ticket_id(ticket_id: object) -> tuple[str, str]:
+    """Split a ticket id into ``(sale_id, token)``; raise :class:`TicketNotFound`."""
+    m = TICKET_ID.fullmatch(ticket_id) if isinstance(ticket_id, str) else None
+    if m is None:
+        raise TicketNotFound()
+    return m.group(1), m.group(2)
+
+
+class Keys:
+    """Builds the Redis key names of one app (one ``FLASHSALE_KEY_PREFIX``)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def sale_base(self, sale_id: str) -> str:
+        """``<prefix>:{<sale>}:``, the start of every key of the sale."""
+        return f"{self.prefix}:{{{sale_id}}}:"
+
+    def sale(self, sale_id: str) -> str:
+        """Hash holding the sale's definition and ``remaining``."""
+        return f"{self.prefix}:{{{sale_id}}}:sale"
+
+    def users(self, sale_id: str) -> str:
+        """Hash of units held per buyer."""
+        return f"{self.prefix}:{{{sale_id}}}:users"
+
+    def ticket(self, sale_id: str, token: str) -> str:
+        """Hash of one ticket."""
+        return f"{self.prefix}:{{{sale_id}}}:t:{token}"
+
+    def stream(self, sale_id: str) -> str:
+        """Stream of admitted orders."""
+        return f"{self.prefix}:{{{sale_id}}}:orders"
+
+    def dead(self, sale_id: str) -> str:
+        """Dead-letter stream."""
+        return f"{self.prefix}:{{{sale_id}}}:dead"
+
+    def bucket(self, sale_id: str, name: str) -> str:
+        """Token bucket inside the sale's slot (admission throttles)."""
+        return f"{self.prefix}:{{{sale_id}}}:rl:{name}"
+
+    def sales_index(self) -> str:
+        """Set of every sale id."""
+        return f"{self.prefix}:sales"
+
+    def events_channel(self) -> str:
+        """Pub/sub channel for cache invalidation."""
+        return f"{self.prefix}:events"
+
+    def secret(self) -> str:
+        """Per-deployment secret for deterministic (idempotent) ticket ids."""
+        return f"{self.prefix}:secret"

@@ -1,0 +1,233 @@
+"""The OpenAPI 3.1 description of the blueprint, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {str(code): _PROBLEM for code in codes}
+
+
+def openapi_document(prefix: str) -> dict[str, Any]:
+    """Return the OpenAPI document with paths under ``prefix``."""
+    sale_id = {
+        "name": "sale_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Flask-FlashSale API", "version": "1"},
+        "paths": {
+            prefix: {
+                "get": {
+                    "operationId": "listSales",
+                    "summary": "List every sale",
+                    "responses": {
+                        "200": {
+                            "description": "The sales",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "sales": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Sale"},
+                                            }
+                                        },
+                                        "required": ["sales"],
+                                    }
+                                }
+                            },
+                        },
+                        **_problems(503),
+                    },
+                }
+            },
+            prefix + "/{sale_id}": {
+                "get": {
+                    "operationId": "getSale",
+                    "summary": "One sale",
+                    "parameters": [sale_id],
+                    "responses": {
+                        "200": {
+                            "description": "The sale (with ETag and Cache-Control)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Sale"}
+                                }
+                            },
+                        },
+                        "304": {"description": "Not modified (If-None-Match)"},
+                        **_problems(404, 503),
+                    },
+                }
+            },
+            prefix + "/{sale_id}/order": {
+                "post": {
+                    "operationId": "placeOrder",
+                    "summary": "Try to buy: admits the order or says why not",
+                    "parameters": [
+                        sale_id,
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "quantity": {"type": "integer", "minimum": 1, "default": 1}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Admitted (or the same ticket again for a repeated key)",
+                            "headers": {
+                                "Location": {
+                                    "description": "The ticket's URL",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Admission"}
+                                }
+                            },
+                        },
+                        **_problems(401, 404, 409, 410, 413, 422, 429, 503),
+                    },
+                }
+            },
+            prefix + "/orders/{ticket_id}": {
+                "get": {
+                    "operationId": "getTicket",
+                    "summary": "An order's status (its owner only)",
+                    "parameters": [
+                        {
+                            "name": "ticket_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The ticket",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Ticket"}
+                                }
+                            },
+                        },
+                        **_problems(401, 404, 503),
+                    },
+                }
+            },
+            prefix + "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Sale": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {
+                            "type": "string",
+                            "enum": ["upcoming", "active", "sold_out", "ended"],
+                        },
+                        "stock": {"type": "integer"},
+                        "remaining": {"type": "integer"},
+                        "price": {"type": ["string", "null"]},
+                        "starts_at": {"type": ["string", "null"], "format": "date-time"},
+                        "ends_at": {"type": ["string", "null"], "format": "date-time"},
+                        "per_user_limit": {"type": "integer"},
+                        "info": {"type": "object"},
+                    },
+                    "required": ["id", "status", "remaining"],
+                },
+                "Admission": {
+                    "type": "object",
+                    "properties": {
+                        "ticket_id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["queued", "duplicate"]},
+                        "remaining": {"type": ["integer", "null"]},
+                    },
+                    "required": ["ticket_id", "status"],
+                },
+                "Ticket": {
+                    "type": "object",
+                    "properties": {
+                        "ticket_id": {"type": "string"},
+                        "sale_id": {"type": "string"},
+                        "quantity": {"type": "integer"},
+                        "status": {
+                            "type": "string",
+                            "enum": ["queued", "confirmed", "failed", "cancelled"],
+                        },
+                        "reason": {"type": ["string", "null"]},
+                    },
+                    "required": ["ticket_id", "status"],
+                },
+                "Problem": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "code": {
+                            "type": "string",
+                            "enum": [
+                                "identity_required",
+                                "sale_not_found",
+                                "ticket_not_found",
+                                "not_found",
+                                "method_not_allowed",
+                                "sold_out",
+                                "limit_reached",
+                                "not_started",
+                                "ended",
+                                "payload_too_large",
+                                "invalid_request",
+                                "rate_limited",
+                                "backend_unavailable",
+                            ],
+                        },
+                        "detail": {"type": "string"},
+                        "retry_after": {"type": "number"},
+                    },
+                    "required": ["type", "title", "status", "code"],
+                },
+            },
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem (application/problem+json)",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,130 @@
+"""Sale definitions in Redis: create, read, restock, delete."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from .errors import SaleNotFound
+from .keys import Keys, check_sale_id
+from .models import Sale, from_millis, to_millis, to_price
+
+
+def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
+    """Build a :class:`Sale` from the fields of its Redis hash (``None`` if empty)."""
+    if not data or "remaining" not in data:
+        return None
+    price = data.get("price")
+    starts = data.get("starts")
+    ends = data.get("ends")
+    return Sale(
+        id=sale_id,
+        stock=int(data["stock"]),
+        remaining=int(data["remaining"]),
+        price=Decimal(price) if price else None,
+        starts_at=from_millis(int(starts)) if starts else None,
+        ends_at=from_millis(int(ends)) if ends else None,
+        per_user_limit=int(data["limit"]),
+        info=json.loads(data.get("info") or "{}"),
+    )
+
+
+class SaleStore:
+    """Reads and writes sale definitions; every write is atomic with admissions."""
+
+    def __init__(self, client: Any, keys: Keys, scripts: dict[str, Any]) -> None:
+        self.client = client
+        self.keys = keys
+        self._create = scripts["sale_create"]
+        self._restock = scripts["sale_restock"]
+
+    def create(
+        self,
+        sale_id: str,
+        *,
+        stock: int,
+        price: Decimal | str | int | None = None,
+        starts_at: Any = None,
+        ends_at: Any = None,
+        per_user_limit: int = 1,
+        info: dict[str, Any] | None = None,
+    ) -> Sale:
+        """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
+        check_sale_id(sale_id)
+        if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
+            raise ValueError(f"stock must be a non-negative int, got {stock!r}")
+        if (
+            isinstance(per_user_limit, bool)
+            or not isinstance(per_user_limit, int)
+            or (per_user_limit < 1)
+        ):
+            raise ValueError(f"per_user_limit must be a positive int, got {per_user_limit!r}")
+        unit_price = to_price(price)
+        starts = to_millis(starts_at)
+        ends = to_millis(ends_at)
+        if starts is not None and ends is not None and ends <= starts:
+            raise ValueError("ends_at must be after starts_at")
+        info_json = json.dumps(info or {}, separators=(",", ":"), default=str)
+        self._create(
+            keys=[self.keys.sale(sale_id)],
+            args=[
+                stock,
+                "" if unit_price is None else str(unit_price),
+                "" if starts is None else starts,
+                "" if ends is None else ends,
+                per_user_limit,
+                info_json,
+            ],
+        )
+        self.client.sadd(self.keys.sales_index(), sale_id)
+        sale = self.get(sale_id)
+        assert sale is not None
+        return sale
+
+    def get(self, sale_id: str) -> Sale | None:
+        """Read one sale straight from Redis (``None`` if unknown)."""
+        check_sale_id(sale_id)
+        return sale_from_hash(sale_id, self.client.hgetall(self.keys.sale(sale_id)))
+
+    def ids(self) -> list[str]:
+        """Every sale id in the index, sorted."""
+        return sorted(self.client.smembers(self.keys.sales_index()))
+
+    def list(self) -> list[Sale]:
+        """Every sale, read in one pipelined round trip after the index."""
+        ids = self.ids()
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for sale_id in ids:
+            pipe.hgetall(self.keys.sale(sale_id))
+        sales = [sale_from_hash(i, d) for i, d in zip(ids, pipe.execute(), strict=True)]
+        return [s for s in sales if s is not None]
+
+    def restock(self, sale_id: str, quantity: int) -> int:
+        """Add units (negative: withdraw unsold ones); return ``remaining``."""
+        check_sale_id(sale_id)
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise ValueError(f"quantity must be an int, got {quantity!r}")
+        result = int(self._restock(keys=[self.keys.sale(sale_id)], args=[quantity]))
+        if result == -1:
+            raise SaleNotFound(f"no sale {sale_id!r}")
+        if result == -2:
+            raise ValueError(f"cannot withdraw {-quantity} units: fewer remain")
+        return result
+
+    def delete(self, sale_id: str) -> bool:
+        """Delete the sale's definition, counts, queue and buckets; True if it existed.
+
+        Tickets are left to expire so buyers can still read their status.
+        Unprocessed orders in the sale's stream are dropped with it: drain the
+        queue (``flask flashsale worker --burst``) before deleting a sale.
+        """
+        check_sale_id(sale_id)
+        k = self.keys
+        doomed = [k.sale(sale_id), k.users(sale_id), k.stream(sale_id), k.dead(sale_id)]
+        doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
+        removed = int(self.client.delete(*doomed))
+        self.client.srem(k.sales_index(), sale_id)
+        return removed > 0

@@ -1,0 +1,29 @@
+"""Loading the package's Lua scripts.
+
+Scripts are ``.lua`` files shipped as package data, read with
+:mod:`importlib.resources`, and registered once per client with redis-py's
+``register_script`` (which runs them with ``EVALSHA`` and reloads them after a
+``NOSCRIPT`` error, e.g. once Redis has restarted).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+
+@cache
+def source(*names: str) -> str:
+    """Return the concatenated source of the named ``.lua`` files.
+
+    Shared helpers (``gcra.lua``) are prepended to the scripts that use them,
+    since a Redis script cannot include another.
+    """
+    package = files(__package__)
+    return "\n".join(package.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
+
+
+def register(client: Any, *names: str) -> Any:
+    """Register the script made of ``names`` on ``client``; return the callable."""
+    return client.register_script(source(*names))

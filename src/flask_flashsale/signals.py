@@ -1,0 +1,31 @@
+"""Blinker signals sent by Flask-FlashSale.
+
+Connect with ``order_confirmed.connect(fn, app)`` or without a sender to hear
+every app. Receivers run synchronously in the sending thread: keep them short.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: Sent by admission when an order is queued. Sender: the app; kwargs:
+#: ``sale_id``, ``user_id``, ``ticket_id``, ``quantity``, ``remaining``.
+order_admitted = _signals.signal("flashsale.order-admitted")
+
+#: Sent by the worker after ``order_handler`` succeeded and the ticket is
+#: ``confirmed``. Sender: the app; kwargs: ``order``.
+order_confirmed = _signals.signal("flashsale.order-confirmed")
+
+#: Sent by the worker when an order failed for good and was compensated.
+#: Sender: the app; kwargs: ``order``, ``reason``.
+order_failed = _signals.signal("flashsale.order-failed")
+
+#: Sent when an admission takes the last unit of a sale. Sender: the app;
+#: kwargs: ``sale_id``.
+sale_sold_out = _signals.signal("flashsale.sale-sold-out")
+
+#: Sent when a request or an order attempt is throttled. Sender: the app;
+#: kwargs: ``key``, ``retry_after``.
+request_rate_limited = _signals.signal("flashsale.request-rate-limited")

@@ -1,0 +1,186 @@
+"""The JSON blueprint: list, detail, order, ticket status, OpenAPI.
+
+Every error is ``application/problem+json`` with a stable ``code``; no input
+can produce a 500 or reach Redis unvalidated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from . import errors
+from .errors import FlashSaleError
+from .keys import check_sale_id
+from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from .extension import FlashSale
+    from .models import Admission
+
+_REFUSALS: dict[str, type[FlashSaleError]] = {
+    "sold_out": errors.SoldOut,
+    "limit_reached": errors.LimitReached,
+    "not_started": errors.NotStarted,
+    "ended": errors.Ended,
+    "rate_limited": errors.RateLimited,
+    "not_found": errors.SaleNotFound,
+    "busy": errors.BackendUnavailable,
+}
+
+_GENERIC = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"))
+    return current_app.response_class(body, status, headers, mimetype="application/json")
+
+
+def problem_from_http_exception(exc: HTTPException) -> FlashSaleError:
+    """Wrap any werkzeug HTTP error as a problem+json :class:`FlashSaleError`."""
+    if isinstance(exc, FlashSaleError):
+        return exc
+    status = exc.code or 500
+    error = FlashSaleError(exc.description)
+    error.code = status
+    error.error_code = _GENERIC.get(status, "internal_error" if status >= 500 else "http_error")
+    error.title = exc.name
+    return error
+
+
+def read_quantity(max_body: int, max_quantity: int) -> int:
+    """Read and validate the optional JSON body ``{"quantity": n}``."""
+    length = request.content_length
+    if length is not None and length > max_body:
+        raise errors.PayloadTooLarge(f"the body must be at most {max_body} bytes")
+    raw = request.stream.read(max_body + 1)
+    if len(raw) > max_body:
+        raise errors.PayloadTooLarge(f"the body must be at most {max_body} bytes")
+    if not raw.strip():
+        return 1
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise errors.InvalidRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("the body must be a JSON object")
+    quantity = body.get("quantity", 1)
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise errors.InvalidRequest("quantity must be an integer", field="quantity")
+    if not 1 <= quantity <= max_quantity:
+        raise errors.InvalidRequest(
+            f"quantity must be between 1 and {max_quantity}", field="quantity"
+        )
+    return quantity
+
+
+def refusal(admission: Admission) -> FlashSaleError:
+    """The problem+json error for an admission that was not ``queued``/``duplicate``."""
+    cls = _REFUSALS.get(admission.status, errors.BackendUnavailable)
+    extra: dict[str, Any] = {}
+    if admission.remaining is not None and cls is not errors.SaleNotFound:
+        extra["remaining"] = admission.remaining
+    return cls(retry_after=admission.retry_after, **extra)
+
+
+def create_blueprint(ext: FlashSale) -> Blueprint:
+    """Build the blueprint served under ``FLASHSALE_URL_PREFIX``."""
+    bp = Blueprint("flashsale", __name__)
+
+    @bp.get("")
+    def list_sales() -> Response:
+        return _json({"sales": [s.to_dict() for s in ext.list_sales()]})
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        prefix = request.script_root + ext.state().settings.url_prefix
+        return _json(openapi_document(prefix))
+
+    @bp.get("/<sale_id>")
+    def sale_detail(sale_id: str) -> Response:
+        sale = ext.get_sale(check_sale_id(sale_id))
+        if sale is None:
+            raise errors.SaleNotFound(f"no sale {sale_id!r}")
+        max_age = max(1, int(ext.state().settings.cache_ttl))
+        response = _json(sale.to_dict(), headers={"Cache-Control": f"public, max-age={max_age}"})
+        response.add_etag()
+        response.make_conditional(request)
+        return response
+
+    @bp.post("/<sale_id>/order")
+    def order(sale_id: str) -> Response:
+        check_sale_id(sale_id)
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        settings = ext.state().settings
+        quantity = read_quantity(settings.max_body, settings.max_quantity)
+        key = request.headers.get("Idempotency-Key")
+        admission = ext.place_order(sale_id, user_id, quantity, key)
+        if not admission.ok:
+            raise refusal(admission)
+        ticket_id = admission.ticket_id
+        location = f"{request.script_root}{settings.url_prefix}/orders/{ticket_id}"
+        headers = {"Location": location}
+        if admission.status == "duplicate":
+            headers["Idempotent-Replayed"] = "true"
+        body = {
+            "ticket_id": ticket_id,
+            "status": admission.status,
+            "remaining": admission.remaining,
+        }
+        return _json(body, 202, headers)
+
+    @bp.get("/orders/<ticket_id>")
+    def ticket(ticket_id: str) -> Response:
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        found = ext.get_ticket(ticket_id)
+        if found is None or found.user_id != user_id:
+            raise errors.TicketNotFound()
+        return _json(found.to_dict(), headers={"Cache-Control": "no-store"})
+
+    @bp.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> FlashSaleError:
+        return problem_from_http_exception(exc)
+
+    @bp.errorhandler(redis.RedisError)
+    def redis_error(exc: redis.RedisError) -> FlashSaleError:
+        current_app.logger.warning("flashsale: Redis error: %r", exc)
+        return errors.BackendUnavailable("the sale backend is unavailable", retry_after=1)
+
+    @bp.errorhandler(500)
+    def internal_error(exc: HTTPException) -> FlashSaleError:
+        return problem_from_http_exception(exc)
+
+    return bp
+
+
+def install_error_handlers(app: Flask, url_prefix: str) -> None:
+    """Answer routing errors (404/405) under ``url_prefix`` as problem+json.
+
+    Routing errors happen before a blueprint is chosen, so they need app-level
+    handlers; these render only paths under our prefix and hand every other
+    path to the handler the app had before (or Flask's default).
+    """
+    for code, cls in ((404, NotFound), (405, MethodNotAllowed)):
+        previous = app.error_handler_spec[None][code].get(cls)
+
+        def handler(exc: HTTPException, _previous: Any = previous) -> Any:
+            path = request.path
+            if path == url_prefix or path.startswith(url_prefix + "/"):
+                return problem_from_http_exception(exc)
+            return _previous(exc) if _previous is not None else exc
+
+        app.register_error_handler(code, handler)

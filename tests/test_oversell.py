@@ -1,0 +1,75 @@
+"""No oversell, no duplicate, no user over the limit: real concurrency on real Redis.
+
+Stock 100; 1,000 users each try twice (2,000 attempts), from 32 threads in
+this process, and again from 4 OS processes of 8 threads each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from .buyers import crowd
+from .conftest import build_app
+
+STOCK = 100
+USERS = [f"user{i}" for i in range(1000)]
+# Every user tries twice; the second try is rotated by one so that, split
+# i::4 across processes, a user's two tries land in different processes.
+ATTEMPTS = USERS + USERS[1:] + USERS[:1]
+
+
+def check_books(
+    results: list[tuple[str, str, str | None]], client: redis_lib.Redis, sale: str
+) -> None:
+    """Exactly STOCK admitted, stock 0, nobody over the limit, each order in the stream once."""
+    admitted = [(u, t) for u, s, t in results if s == "queued"]
+    statuses = Counter(s for _, s, _ in results)
+    print(f"\n{sale}: {dict(statuses)}")
+    assert len(results) == len(ATTEMPTS)
+    assert len(admitted) == STOCK
+    assert set(statuses) <= {"queued", "sold_out", "limit_reached"}
+    assert client.hget(f"flashsale:{{{sale}}}:sale", "remaining") == "0"
+    per_user = Counter(u for u, _ in admitted)
+    assert max(per_user.values()) == 1
+    held = client.hgetall(f"flashsale:{{{sale}}}:users")
+    assert sum(int(v) for v in held.values()) == STOCK
+    assert all(v == "1" for v in held.values())
+    stream = client.xrange(f"flashsale:{{{sale}}}:orders")
+    assert len(stream) == STOCK
+    assert sorted(f["t"] for _, f in stream) == sorted(t for _, t in admitted)
+    assert sorted(f["u"] for _, f in stream) == sorted(u for u, _ in admitted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["lua"])
+def test_no_oversell_with_32_threads(
+    redis_url: str, redis_client: redis_lib.Redis, strategy: str
+) -> None:
+    config: dict[str, Any] = {"FLASHSALE_INVENTORY_STRATEGY": strategy}
+    app, flashsale = build_app(redis_url, **config)
+    with app.app_context():
+        flashsale.create_sale("hot", stock=STOCK, per_user_limit=1)
+    results = crowd(redis_url, "hot", ATTEMPTS, 32, config)
+    check_books(results, redis_client, "hot")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["lua"])
+def test_no_oversell_with_4_processes(
+    redis_url: str, redis_client: redis_lib.Redis, strategy: str
+) -> None:
+    config: dict[str, Any] = {"FLASHSALE_INVENTORY_STRATEGY": strategy}
+    app, flashsale = build_app(redis_url, **config)
+    with app.app_context():
+        flashsale.create_sale("hot", stock=STOCK, per_user_limit=1)
+    ctx = multiprocessing.get_context("spawn")
+    shares = [ATTEMPTS[i::4] for i in range(4)]
+    with ctx.Pool(4) as pool:
+        parts = pool.starmap(crowd, [(redis_url, "hot", share, 8, config) for share in shares])
+    results = [r for part in parts for r in part]
+    check_books(results, redis_client, "hot")
