@@ -86,7 +86,7 @@ def test_errors_name_the_setting_when_given() -> None:
 
 
 def test_a_bad_rate_fails_when_the_view_is_decorated(make_app: Any) -> None:
-    app, flashsale = make_app()
+    _, flashsale = make_app()
     with pytest.raises(ConfigurationError, match="invalid rate 'garbage'"):
 
         @flashsale.limit("garbage")

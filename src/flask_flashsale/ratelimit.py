@@ -321,7 +321,7 @@ class RateLimiter:
             limit=int(size),
             remaining=int(left),
             reset=int(reset_ms) / 1000.0,
-            retry_after=None if allowed else max(1, int(wait_ms)) / 1000.0,
+            retry_after=None if allowed else int(wait_ms) / 1000.0,
             key=keys[int(index) - 1],
         )
 
