@@ -134,3 +134,9 @@ def test_rate_limit_settings_have_documented_defaults(make_app: Any) -> None:
     assert app.config["FLASHSALE_RATELIMIT_HEADERS"] is True
     assert app.config["FLASHSALE_API_RATE_LIMIT"] is None
     assert app.config["FLASHSALE_API_RATE_LIMIT_KEY"] == "user_or_ip"
+
+
+def test_methods_are_normalised_to_upper_case() -> None:
+    assert Limit("10/second", methods="post").methods == frozenset({"POST"})
+    assert Limit("10/second", methods=["get", "Post"]).methods == frozenset({"GET", "POST"})
+    assert Limit("10/second").methods is None

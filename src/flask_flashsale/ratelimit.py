@@ -360,7 +360,7 @@ class Limit:
     :class:`~flask_flashsale.ConfigurationError` at import time, not at request time.
     """
 
-    __slots__ = ("_args", "_tag", "exempt_when", "key", "methods", "rate", "scope")
+    __slots__ = ("_tag", "exempt_when", "key", "methods", "rate", "scope")
 
     def __init__(
         self,
@@ -385,6 +385,8 @@ class Limit:
         #: Hook that exempts a request from this limit when it returns true.
         self.exempt_when = exempt_when
         #: HTTP methods the limit applies to (``None``: all).
+        if isinstance(methods, str):
+            methods = (methods,)
         self.methods = frozenset(m.upper() for m in methods) if methods is not None else None
         self._tag = f"{self.rate.limit}/{self.rate.period:g}s"
 
