@@ -384,9 +384,9 @@ class Limit:
         self.scope = scope
         #: Hook that exempts a request from this limit when it returns true.
         self.exempt_when = exempt_when
-        #: HTTP methods the limit applies to (``None``: all).
         if isinstance(methods, str):
             methods = (methods,)
+        #: HTTP methods the limit applies to (``None``: all).
         self.methods = frozenset(m.upper() for m in methods) if methods is not None else None
         self._tag = f"{self.rate.limit}/{self.rate.period:g}s"
 
