@@ -122,6 +122,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return render_template_string(PAGE, user=user, orders=orders, api=api)
 
     @app.post("/login")
+    @flashsale.limit("5/minute", key="ip")  # token bucket per client address
     def login() -> Response:
         session["user_id"] = request.form.get("name", "").strip()[:64] or None
         return redirect(url_for("index"))

@@ -10,8 +10,9 @@
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}
 -- Order of checks: sale exists, idempotency (the same ticket again), window
--- (on Redis TIME), per-user limit, token buckets, stock. Only a queued
--- attempt writes anything (and a throttled one writes nothing at all).
+-- (on Redis TIME), per-user limit, stock, token buckets (a sold-out answer
+-- beats a throttled one: it tells the client not to retry). Only a queued
+-- attempt writes anything: a refused one takes no token from any bucket.
 
 local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
 if not sale[1] then return {'not_found', '', -1, 0} end
@@ -30,6 +31,7 @@ if ends and now >= ends then return {'ended', '', remaining, 0} end
 local qty = tonumber(ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held + qty > tonumber(sale[4]) then return {'limit_reached', '', remaining, 0} end
+if remaining < qty then return {'sold_out', '', remaining, 0} end
 
 local user_interval = tonumber(ARGV[5])
 local sale_interval = tonumber(ARGV[7])
@@ -44,8 +46,6 @@ if sale_interval > 0 then
   wait, sale_tat = gcra_check(KEYS[6], sale_interval, tonumber(ARGV[8]), now)
   if wait > 0 then return {'rate_limited', '', remaining, wait} end
 end
-
-if remaining < qty then return {'sold_out', '', remaining, 0} end
 
 if user_tat then gcra_commit(KEYS[5], user_tat, now) end
 if sale_tat then gcra_commit(KEYS[6], sale_tat, now) end

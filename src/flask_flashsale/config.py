@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_MAX_BODY": 16 * 1024,
     "FLASHSALE_MAX_QUANTITY": 100,
     "FLASHSALE_SECRET": None,
+    "FLASHSALE_RATELIMIT_HEADERS": True,
+    "FLASHSALE_API_RATE_LIMIT": None,
+    "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
 }
 
 
@@ -58,6 +61,9 @@ class Settings:
     max_body: int
     max_quantity: int
     secret: str | None
+    ratelimit_headers: bool = True
+    api_rate_limit: str | None = None
+    api_rate_limit_key: str = "user_or_ip"
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -121,4 +127,7 @@ def load(config: Any) -> Settings:
         max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
         max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
         secret=config["FLASHSALE_SECRET"],
+        ratelimit_headers=bool(config["FLASHSALE_RATELIMIT_HEADERS"]),
+        api_rate_limit=config["FLASHSALE_API_RATE_LIMIT"] or None,
+        api_rate_limit_key=config["FLASHSALE_API_RATE_LIMIT_KEY"],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -15,7 +15,7 @@ from .connection import client_from_settings
 from .errors import NotInitializedError, TicketNotFound
 from .keys import Keys, split_ticket_id
 from .models import Admission, Order, Sale, Ticket
-from .ratelimit import parse_rate
+from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
 from .sales import SaleStore
 from .scripts import register
 
@@ -59,6 +59,14 @@ class FlashSaleState:
         self._secret: bytes | None = (
             (secret if isinstance(secret, bytes) else str(secret).encode()) if secret else None
         )
+        #: View rate limits (:meth:`FlashSale.limit`) and the site-wide API limit.
+        self.limiter = RateLimiter(
+            self.client,
+            settings.key_prefix,
+            headers=settings.ratelimit_headers,
+            api_rate_limit=settings.api_rate_limit,
+            api_rate_limit_key=settings.api_rate_limit_key,
+        )
 
     @property
     def secret(self) -> bytes:
@@ -82,6 +90,7 @@ class FlashSale:
     def __init__(self, app: Flask | None = None) -> None:
         self._identity_loader: IdentityLoader | None = None
         self._order_handler: OrderHandler | None = None
+        self._limit_exempt_when: Callable[[], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -95,6 +104,7 @@ class FlashSale:
         app.extensions["flashsale"] = FlashSaleState(self, app, settings)
         app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix)
         install_error_handlers(app, settings.url_prefix)
+        app.extensions["flashsale"].limiter.install(app)
 
     def identity_loader(self, fn: F) -> F:
         """Register the function that returns the current buyer's id (``None``: 401).
@@ -242,3 +252,41 @@ class FlashSale:
             status=data["s"],
             reason=data.get("r") or None,
         )
+
+    # -- rate limits ----------------------------------------------------------
+
+    def limit(
+        self,
+        rate: str | Rate,
+        *,
+        burst: int | None = None,
+        key: KeyFunc | str = "user_or_ip",
+        scope: str | None = None,
+        exempt_when: Callable[[], bool] | None = None,
+        methods: Iterable[str] | None = None,
+    ) -> Limit:
+        """A token-bucket rate limit (GCRA in Redis) for any view: a :class:`~.ratelimit.Limit`.
+
+        ``rate`` is e.g. ``"10/second"``, ``"600/minute"`` or
+        ``"5/second;burst=10"``; ``burst`` (default: the rate's count) is how
+        many requests may pass at once. ``key`` picks the bucket:
+        ``"user_or_ip"`` (default), ``"user"`` (the identity loader), ``"ip"``
+        (``request.remote_addr``), ``"global"`` or a callable. Use the result
+        as a decorator (``@flashsale.limit("10/second")``), on a blueprint
+        (``.apply_to(bp)``) or as a context manager. A bad rate raises
+        :class:`~flask_flashsale.ConfigurationError` here, not at request time.
+        See :doc:`ratelimit`.
+        """
+        return Limit(
+            rate, burst=burst, key=key, scope=scope, exempt_when=exempt_when, methods=methods
+        )
+
+    def limit_exempt_when(self, fn: F) -> F:
+        """Register a hook that exempts the current request from every view limit.
+
+        When ``fn()`` returns true, no :meth:`limit` (nor the site-wide
+        :data:`FLASHSALE_API_RATE_LIMIT`) is checked; admission throttles
+        (:data:`FLASHSALE_ORDER_RATE_PER_USER`) still apply.
+        """
+        self._limit_exempt_when = fn
+        return fn
