@@ -12,8 +12,9 @@ Admin changes publish ``"changed <sale>"`` and the admission script publishes
 ``"sold_out <sale>"`` on the ``<prefix>:events`` channel; a :class:`Subscriber`
 thread per app applies them, so every process drops what it knew about the
 sale right away. A lost message (the subscriber was reconnecting) is bounded by
-the TTL: every entry and flag expires. After each (re)subscription the whole
-cache is dropped, since messages may have been missed meanwhile.
+the TTL: every entry and flag expires. After each re-subscription (Redis
+restarted, the connection dropped) the whole cache is dropped, since messages
+may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class SaleCache:
 
     def apply(self, message: str | bytes) -> None:
         """Apply one message from the events channel; unknown kinds are ignored."""
-        text = message.decode() if isinstance(message, bytes) else message
+        text = message.decode(errors="replace") if isinstance(message, bytes) else message
         kind, _, sale_id = text.partition(" ")
         if not sale_id:
             return
@@ -182,10 +183,11 @@ class SaleCache:
                 self.invalidations += 1
                 self._flag(sale_id)
 
-    def stop(self) -> None:
-        """Stop the subscriber thread (it starts again on the next cache miss)."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the subscriber thread, waiting up to ``timeout`` seconds for it
+        (it starts again on the next cache miss)."""
         if self.subscriber is not None:
-            self.subscriber.stop()
+            self.subscriber.stop(timeout)
 
     def _flag(self, sale_id: str) -> None:
         # Called with the lock held. The data is dropped too, so that pages
@@ -204,7 +206,7 @@ class Subscriber:
     """A daemon thread that applies the events channel to a :class:`SaleCache`.
 
     It reconnects by itself (with a capped backoff) when Redis goes away, and
-    drops the whole cache on every (re)subscription. :meth:`start` is cheap
+    drops the whole cache when it subscribes again. :meth:`start` is cheap
     and idempotent, and restarts the thread in a forked child (threads do not
     survive ``fork``, e.g. gunicorn's ``--preload``).
     """
@@ -247,7 +249,7 @@ class Subscriber:
         with self._lock:
             if self.running:
                 return
-            if self._pid != os.getpid() and self.cache is not None:
+            if self._pid not in (0, os.getpid()) and self.cache is not None:
                 self.cache.invalidate()  # inherited from a parent process
             self._stopping = threading.Event()
             self.subscribed.clear()
@@ -281,8 +283,11 @@ class Subscriber:
                     if message is None:
                         continue
                     if message["type"] == "subscribe":
-                        # Whatever was published while we were not listening is lost.
-                        if self.cache is not None:
+                        # Whatever was published while we were reconnecting is
+                        # lost: trust nothing cached before. (Before the first
+                        # subscription only a moment passed since the first
+                        # read; the TTL covers it.)
+                        if self.subscriptions and self.cache is not None:
                             self.cache.invalidate()
                         self.subscriptions += 1
                         self.subscribed.set()
