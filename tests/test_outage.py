@@ -149,6 +149,7 @@ def test_redis_crash_is_answered_with_fast_503s_and_nothing_is_lost(
         private_redis.kill()
         down = time.monotonic()
         time.sleep(1.0)
+        restarting = time.monotonic()
         private_redis.start()
         up = time.monotonic()
         for f in buying:
@@ -156,7 +157,9 @@ def test_redis_crash_is_answered_with_fast_503s_and_nothing_is_lost(
         stop_reading.set()
         read.result(timeout=10)
 
-    during = [h for h in recorder.hits if down <= h.started and h.started + h.latency <= up]
+    during = [
+        h for h in recorder.hits if down <= h.started and h.started + h.latency <= restarting
+    ]
     assert len(during) > 50, "the outage window saw too few requests to judge"
     assert not [h for h in recorder.hits if h.status >= 500 and h.status != 503]
     for hit in during:
@@ -165,17 +168,18 @@ def test_redis_crash_is_answered_with_fast_503s_and_nothing_is_lost(
         if hit.status == 503:
             assert hit.retry_after is not None and int(hit.retry_after) >= 1
         assert hit.latency < 0.2, hit
-    after = [h for h in recorder.hits if h.started >= up and h.status != 503]
-    recovered = min(h.started + h.latency for h in after) - up
+    after = [h for h in recorder.hits if h.started >= restarting and h.status != 503]
+    recovered = min(h.started + h.latency for h in after) - restarting
     admitted = check_books(private_redis.url, results, stock)
     breaker = FlashSale.state(app).breaker
     assert breaker is not None and breaker.opened >= 1
 
     print(
-        f"\nRedis killed for {up - down:.2f} s: {len(during)} requests answered meanwhile, "
-        f"{sum(h.status == 503 for h in during)} with 503, max latency "
+        f"\nRedis killed for {restarting - down:.2f} s: {len(during)} requests answered "
+        f"meanwhile, {sum(h.status == 503 for h in during)} with 503, max latency "
         f"{max(h.latency for h in during) * 1000:.1f} ms; service back {recovered * 1000:.0f} ms "
-        f"after the restart (breaker opened {breaker.opened}x, refused {breaker.rejected} calls); "
+        f"after the restart began (redis-server took {(up - restarting) * 1000:.0f} ms to boot; "
+        f"breaker opened {breaker.opened}x, refused {breaker.rejected} calls); "
         f"{len(admitted)}/{stock} units sold ({admitted_before} before the crash), "
         f"{len(results) - len(admitted)} buyers told sold_out, "
         f"{len(recorder.replayed)} replayed as duplicate"

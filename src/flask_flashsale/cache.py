@@ -124,10 +124,13 @@ class SaleCache:
             with self._lock:
                 self._known = [s.id for s in found]
                 if epoch == self.epoch:
-                    expires = self._clock() + self.ttl
+                    now = self._clock()
+                    expires = now + self.ttl
                     self._list = (expires, tuple(found))
-                    for sale in found:
-                        self._sales[sale.id] = (expires, sale)
+                    # Start over from the full list, so that entries of sales
+                    # deleted while an event was lost do not pile up.
+                    self._sales = {sale.id: (expires, sale) for sale in found}
+                    self._sold_out = {k: t for k, t in self._sold_out.items() if t > now}
         return found
 
     def sold_out(self, sale_id: str) -> bool:
