@@ -15,6 +15,8 @@ from flask_flashsale import FlashSale
 from .redis_server import RedisServer, require_redis_binary
 
 _counter = itertools.count()
+#: Apps built by build_app in this process, so their event subscribers can be stopped.
+_built: list[Flask] = []
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +61,7 @@ def build_app(redis_url: str, **config: Any) -> tuple[Flask, FlashSale]:
         **config,
     )
     flashsale = FlashSale(app)
+    _built.append(app)
 
     @flashsale.identity_loader
     def current_buyer() -> str | None:
@@ -144,3 +147,25 @@ class CommandCounter:
 def command_counter(redis_url: str) -> CommandCounter:
     """Counts client commands sent to the test Redis while a callable runs."""
     return CommandCounter(redis_url)
+
+
+@pytest.fixture(autouse=True)
+def _stop_event_subscribers() -> Iterator[None]:
+    """Stop the cache's pub/sub thread of every app a test built (without waiting)."""
+    yield
+    while _built:
+        _built.pop().extensions["flashsale"].cache.stop(timeout=0)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may stop, kill and start again.
+
+    It writes an append-only file synced on every write, so what Redis
+    acknowledged survives a restart (as a production Redis would be set up).
+    """
+    if not require_redis_binary():
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]).start()
+    yield server
+    server.cleanup()

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -26,7 +27,7 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` subprocess bound to 127.0.0.1 on its own port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
@@ -34,6 +35,8 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="flashsale-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        #: More ``redis-server`` arguments (e.g. ``--appendonly yes`` to survive a restart).
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -59,6 +62,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -87,6 +91,14 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+        self.process = None
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would, and wait for it."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(5)
         self.process = None
 
     def cleanup(self) -> None:

@@ -6,6 +6,7 @@ order queue processed by ``flask flashsale worker``, and a JSON blueprint.
 
 from __future__ import annotations
 
+from .breaker import CircuitOpen
 from .errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -27,6 +28,7 @@ from .errors import (
 from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
 from .signals import (
+    breaker_state_changed,
     order_admitted,
     order_confirmed,
     order_failed,
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Admission",
     "BackendUnavailable",
+    "CircuitOpen",
     "ConfigurationError",
     "Ended",
     "FlashSale",
@@ -59,6 +62,7 @@ __all__ = [
     "SoldOut",
     "Ticket",
     "TicketNotFound",
+    "breaker_state_changed",
     "order_admitted",
     "order_confirmed",
     "order_failed",

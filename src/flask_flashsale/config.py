@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_MAX_BODY": 16 * 1024,
     "FLASHSALE_MAX_QUANTITY": 100,
     "FLASHSALE_SECRET": None,
+    "FLASHSALE_CACHE_MAX_AGE": 1,
+    "FLASHSALE_BREAKER_FAIL_MAX": 5,
+    "FLASHSALE_BREAKER_RESET_TIMEOUT": 2.0,
     "FLASHSALE_RATELIMIT_HEADERS": True,
     "FLASHSALE_API_RATE_LIMIT": None,
     "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
@@ -61,6 +64,9 @@ class Settings:
     max_body: int
     max_quantity: int
     secret: str | None
+    cache_max_age: int
+    breaker_fail_max: int
+    breaker_reset_timeout: float
     ratelimit_headers: bool = True
     api_rate_limit: str | None = None
     api_rate_limit_key: str = "user_or_ip"
@@ -127,6 +133,9 @@ def load(config: Any) -> Settings:
         max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
         max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
         secret=config["FLASHSALE_SECRET"],
+        cache_max_age=_number(config, "FLASHSALE_CACHE_MAX_AGE", int, 0),
+        breaker_fail_max=_number(config, "FLASHSALE_BREAKER_FAIL_MAX", int, 0),
+        breaker_reset_timeout=_number(config, "FLASHSALE_BREAKER_RESET_TIMEOUT", float, 0.01),
         ratelimit_headers=bool(config["FLASHSALE_RATELIMIT_HEADERS"]),
         api_rate_limit=config["FLASHSALE_API_RATE_LIMIT"] or None,
         api_rate_limit_key=config["FLASHSALE_API_RATE_LIMIT_KEY"],

@@ -11,6 +11,8 @@ from flask import Flask, current_app
 
 from . import config, signals
 from .admission import LuaStrategy, check_order, ticket_token
+from .breaker import breaker_for, guard
+from .cache import SaleCache, Subscriber, events_client
 from .connection import client_from_settings
 from .errors import NotInitializedError, TicketNotFound
 from .keys import Keys, split_ticket_id
@@ -23,6 +25,9 @@ IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The answer of the sold-out fast path: shared, so refusing costs no allocation.
+_SOLD_OUT = Admission(status="sold_out", remaining=0)
+
 
 class FlashSaleState:
     """Everything the extension holds for one app, kept in ``app.extensions["flashsale"]``."""
@@ -34,8 +39,10 @@ class FlashSaleState:
         self.settings = settings
         #: Key builder for ``FLASHSALE_KEY_PREFIX``.
         self.keys = Keys(settings.key_prefix)
+        #: Circuit breaker in front of every Redis command (``None`` if turned off).
+        self.breaker = breaker_for(app, settings)
         #: The app's Redis client (one shared, blocking connection pool).
-        self.client = client_from_settings(settings)
+        self.client = guard(client_from_settings(settings), self.breaker)
         #: Registered Lua scripts, by name.
         self.scripts: dict[str, Any] = {
             "admission": register(self.client, "gcra", "admission"),
@@ -54,6 +61,14 @@ class FlashSaleState:
             ticket_ttl=settings.ticket_ttl,
             user_rate=parse_rate(user_rate) if user_rate else None,
             sale_rate=parse_rate(sale_rate) if sale_rate else None,
+            events_channel=self.keys.events_channel(),
+        )
+        #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.
+        self.cache = SaleCache(
+            settings.cache_ttl,
+            client=self.client,
+            channel=self.keys.events_channel(),
+            subscriber=Subscriber(events_client(self.client, settings), self.keys.events_channel()),
         )
         secret = settings.secret or app.config.get("SECRET_KEY")
         self._secret: bytes | None = (
@@ -168,7 +183,8 @@ class FlashSale:
         open-ended); ``price`` is a ``Decimal``, ``str`` or ``int``. Replacing a
         sale keeps what was already sold: ``remaining = stock - sold``.
         """
-        return self.state().sales.create(
+        state = self.state()
+        sale = state.sales.create(
             sale_id,
             stock=stock,
             price=price,
@@ -177,22 +193,35 @@ class FlashSale:
             per_user_limit=per_user_limit,
             info=info,
         )
+        state.cache.changed(sale_id)
+        return sale
 
     def get_sale(self, sale_id: str) -> Sale | None:
-        """Return the sale, or ``None`` if there is none with this id."""
-        return self.state().sales.get(sale_id)
+        """Return the sale, or ``None`` if there is none with this id.
+
+        Served from the in-process cache for up to ``FLASHSALE_CACHE_TTL``.
+        """
+        state = self.state()
+        return state.cache.sale(sale_id, state.sales.get)
 
     def list_sales(self) -> list[Sale]:
-        """Return every sale, ordered by id."""
-        return self.state().sales.list()
+        """Return every sale, ordered by id (cached like :meth:`get_sale`)."""
+        state = self.state()
+        return state.cache.sales(state.sales.list_known)
 
     def restock(self, sale_id: str, quantity: int) -> int:
         """Add ``quantity`` units (negative withdraws unsold ones); return ``remaining``."""
-        return self.state().sales.restock(sale_id, quantity)
+        state = self.state()
+        remaining = state.sales.restock(sale_id, quantity)
+        state.cache.changed(sale_id)
+        return remaining
 
     def delete_sale(self, sale_id: str) -> bool:
         """Delete a sale and its keys; True if it existed."""
-        return self.state().sales.delete(sale_id)
+        state = self.state()
+        existed = state.sales.delete(sale_id)
+        state.cache.changed(sale_id)
+        return existed
 
     # -- orders ---------------------------------------------------------------
 
@@ -207,12 +236,24 @@ class FlashSale:
 
         Returns an :class:`Admission` whose ``status`` says what happened; only
         bad arguments raise (:class:`~flask_flashsale.InvalidRequest`).
+
+        Once admission has answered that a sale has no unit left, this process
+        answers ``sold_out`` from memory, without Redis, until a ``changed``
+        event (restock, cancel...) or ``FLASHSALE_CACHE_TTL`` clears it.
+        Attempts with an ``idempotency_key`` always go to Redis, so a retry
+        still gets its ticket back (``duplicate``).
         """
         state = self.state()
         uid = check_order(sale_id, user_id, quantity, state.settings.max_quantity)
+        cache = state.cache
+        if idempotency_key is None and cache.sold_out(sale_id):
+            return _SOLD_OUT
+        epoch = cache.epoch
         secret = state.secret if idempotency_key is not None else b""
         token = ticket_token(secret, sale_id, uid, idempotency_key)
         admission = state.strategy.admit(sale_id, uid, quantity, token)
+        if admission.remaining == 0 and admission.status in ("sold_out", "queued"):
+            cache.note_sold_out(sale_id, epoch)
         if admission.status == "queued":
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             if signals.order_admitted.receivers:

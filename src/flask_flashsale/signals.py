@@ -29,3 +29,8 @@ sale_sold_out = _signals.signal("flashsale.sale-sold-out")
 #: Sent when a request or an order attempt is throttled. Sender: the app;
 #: kwargs: ``key``, ``retry_after``.
 request_rate_limited = _signals.signal("flashsale.request-rate-limited")
+
+#: Sent when the circuit breaker in front of Redis changes state. Sender: the
+#: app; kwargs: ``old_state``, ``new_state`` (``closed``, ``open`` or
+#: ``half-open``). Sent from the request thread that caused the change.
+breaker_state_changed = _signals.signal("flashsale.breaker-state-changed")

@@ -84,6 +84,11 @@ def read_quantity(max_body: int, max_quantity: int) -> int:
     return quantity
 
 
+def cache_control(max_age: int) -> str:
+    """The ``Cache-Control`` of sale data: public for ``max_age`` seconds (0: revalidate)."""
+    return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
+
+
 def refusal(admission: Admission) -> FlashSaleError:
     """The problem+json error for an admission that was not ``queued``/``duplicate``."""
     cls = _REFUSALS.get(admission.status, errors.BackendUnavailable)
@@ -99,7 +104,14 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
 
     @bp.get("")
     def list_sales() -> Response:
-        return _json({"sales": [s.to_dict() for s in ext.list_sales()]})
+        max_age = ext.state().settings.cache_max_age
+        response = _json(
+            {"sales": [s.to_dict() for s in ext.list_sales()]},
+            headers={"Cache-Control": cache_control(max_age)},
+        )
+        response.add_etag()
+        response.make_conditional(request)
+        return response
 
     @bp.get("/openapi.json")
     def openapi() -> Response:
@@ -111,8 +123,8 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
         sale = ext.get_sale(check_sale_id(sale_id))
         if sale is None:
             raise errors.SaleNotFound(f"no sale {sale_id!r}")
-        max_age = max(1, int(ext.state().settings.cache_ttl))
-        response = _json(sale.to_dict(), headers={"Cache-Control": f"public, max-age={max_age}"})
+        max_age = ext.state().settings.cache_max_age
+        response = _json(sale.to_dict(), headers={"Cache-Control": cache_control(max_age)})
         response.add_etag()
         response.make_conditional(request)
         return response
