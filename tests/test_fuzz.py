@@ -97,5 +97,7 @@ def test_no_ticket_lookup_gets_a_500(client: Any, ticket: str, user: str | None)
 
     hdrs = {"X-User": user} if user else {}
     response = client.get(f"{PREFIX}/orders/{quote(ticket, safe='')}", headers=hdrs)
-    assert response.status_code in (401, 404), response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
+    # "%2F" decodes to "/", and werkzeug redirects "//" to "/" (308): fine.
+    assert response.status_code in (308, 401, 404), response.get_data(as_text=True)
+    if response.status_code != 308:
+        assert response.mimetype == "application/problem+json"
