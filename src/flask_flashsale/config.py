@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_MAX_BODY": 16 * 1024,
     "FLASHSALE_MAX_QUANTITY": 100,
     "FLASHSALE_SECRET": None,
+    "FLASHSALE_OPTIMISTIC_RETRIES": 10,
+    "FLASHSALE_LOCK_TIMEOUT": 1.0,
+    "FLASHSALE_LOCK_WAIT": 1.0,
 }
 
 
@@ -58,6 +61,9 @@ class Settings:
     max_body: int
     max_quantity: int
     secret: str | None
+    optimistic_retries: int
+    lock_timeout: float
+    lock_wait: float
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -121,4 +127,7 @@ def load(config: Any) -> Settings:
         max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
         max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
         secret=config["FLASHSALE_SECRET"],
+        optimistic_retries=_number(config, "FLASHSALE_OPTIMISTIC_RETRIES", int, 0),
+        lock_timeout=_number(config, "FLASHSALE_LOCK_TIMEOUT", float, 0.001),
+        lock_wait=_number(config, "FLASHSALE_LOCK_WAIT", float, 0),
     )
