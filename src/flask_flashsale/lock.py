@@ -1,7 +1,7 @@
 """A single-instance Redis lock that hands out fencing tokens.
 
 :class:`FencedLock` takes the lock with ``SET key token NX PX lease`` and, in
-the same script (``lock_acquire.lua``), ``INCR``\\ s a per-lock counter: the
+the same script (``lock_acquire.lua``), increments a per-lock counter: the
 value is the *fencing token* of this holding. Release and extend reuse
 redis-py's :class:`redis.lock.Lock` and its token-checked Lua scripts, so a
 holder whose lease expired can neither release nor extend the next holder's

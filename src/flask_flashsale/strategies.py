@@ -181,7 +181,7 @@ class OptimisticStrategy:
     answers ``busy`` with ``retry_after``. A refused ``EXEC`` wrote nothing,
     so retries can neither oversell nor double-admit.
 
-    :attr:`counters` counts ``attempts``, ``conflicts`` (refused ``EXEC``\\ s),
+    :attr:`counters` counts ``attempts``, ``conflicts`` (refused EXEC calls),
     ``retries`` and ``busy`` answers.
     """
 
@@ -239,14 +239,20 @@ class LockStrategy:
     Each attempt takes the sale's :class:`~flask_flashsale.lock.FencedLock`
     (key ``<prefix>:{<sale>}:lock``), waiting at most ``wait`` seconds
     (then: ``busy``), reads and decides in Python, and writes with
-    ``MULTI``/``EXEC``. The transaction also ``WATCH``\\ es the lock key, so
+    ``MULTI``/``EXEC``. The transaction also watches the lock key, so
     Redis itself refuses the write of a holder whose lease (``lease``
     seconds) expired: the lock's own fencing. Writers that never take the lock
     (restock, a sale replaced) can still refuse an ``EXEC``; the attempt then
     re-reads while still holding the lock.
 
+    Threads of one process queue on a local per-sale lock before they poll
+    Redis, so a crowd of threads does not flood Redis (and the GIL) with
+    polling; across processes the Redis lock alone decides.
+
     :attr:`counters` counts ``attempts``, ``lock_timeouts`` (no lock within
-    ``wait``), ``conflicts``, ``leases_lost`` and ``busy`` answers.
+    ``wait``), ``conflicts`` (refused EXEC calls), ``conflicts_exhausted``
+    (gave up after :data:`LOCKED_CONFLICT_RETRIES`), ``leases_lost`` and
+    ``busy`` answers.
     """
 
     name = "lock"
@@ -271,12 +277,17 @@ class LockStrategy:
         #: Event counters (see the class docstring).
         self.counters = Counters()
         self._script = lock_script
+        self._gates: dict[str, threading.Lock] = {}
+        self._gates_guard = threading.Lock()
         self._core = _WatchedAdmission(
             client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
         )
 
-    def sale_lock(self, sale_id: str) -> FencedLock:
-        """The lock that serialises admissions to one sale (in the sale's hash tag)."""
+    def sale_lock(self, sale_id: str, wait: float | None = None) -> FencedLock:
+        """The lock that serialises admissions to one sale (in the sale's hash tag).
+
+        ``wait`` overrides the strategy's lock wait (``FLASHSALE_LOCK_WAIT``).
+        """
         base = self.keys.sale_base(sale_id)
         return FencedLock(
             self.client,
@@ -284,24 +295,50 @@ class LockStrategy:
             base + "fence",
             script=self._script,
             timeout=self.lease,
-            blocking_timeout=self.wait,
+            blocking_timeout=self.wait if wait is None else wait,
             sleep=self.poll,
             thread_local=False,
         )
 
+    def _gate(self, sale_id: str) -> threading.Lock:
+        gate = self._gates.get(sale_id)
+        if gate is None:
+            with self._gates_guard:
+                gate = self._gates.setdefault(sale_id, threading.Lock())
+        return gate
+
     def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
-        """Admit while holding the sale lock."""
+        """Admit while holding the sale lock.
+
+        Threads of one process first queue on a local lock per sale, so only
+        one of them at a time polls Redis for the distributed lock.
+        """
+        self.counters.incr("attempts")
+        deadline = time.monotonic() + self.wait
+        gate = self._gate(sale_id)
+        if not gate.acquire(timeout=self.wait):
+            return self._busy("lock_timeouts")
+        try:
+            lock = self.sale_lock(sale_id, max(0.0, deadline - time.monotonic()))
+            try:
+                lock.acquire()
+            except LockNotAcquired:
+                return self._busy("lock_timeouts")
+            return self._admit_locked(lock, sale_id, user_id, quantity, token)
+        finally:
+            gate.release()
+
+    def _busy(self, reason: str) -> Admission:
+        self.counters.incr(reason)
+        self.counters.incr("busy")
+        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+
+    def _admit_locked(
+        self, lock: FencedLock, sale_id: str, user_id: str, quantity: int, token: str
+    ) -> Admission:
         core = self._core
         k = core.sale_keys(sale_id, token)
         ticket_id = f"{sale_id}~{token}"
-        self.counters.incr("attempts")
-        lock = self.sale_lock(sale_id)
-        try:
-            lock.acquire()
-        except LockNotAcquired:
-            self.counters.incr("lock_timeouts")
-            self.counters.incr("busy")
-            return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
         lease_lost = False
         try:
             for _ in range(LOCKED_CONFLICT_RETRIES):
@@ -317,8 +354,7 @@ class LockStrategy:
                 if not lock.owned():
                     lease_lost = True
                     break
-            self.counters.incr("busy")
-            return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+            return self._busy("conflicts_exhausted")
         finally:
             try:
                 lock.release()
