@@ -121,6 +121,8 @@ class SaleReconciliation:
             lines.append("  in agreement")
         elif self.fixed:
             lines.append(f"  repaired: remaining is now {self.remaining_after}")
+        elif not self.notes:
+            lines.append("  differences found (repair them with --fix)")
         return lines
 
 
