@@ -223,9 +223,8 @@ def test_lock_works_on_the_embedded_store() -> None:
     app.config.update(FLASHSALE_REDIS_URL="memory://", FLASHSALE_INLINE_WORKER=False)
     flashsale = FlashSale(app)
     with app.app_context():
-        with flashsale.lock("job", timeout=5) as first:
-            with pytest.raises(LockNotAcquired):
-                flashsale.lock("job", timeout=5, blocking_timeout=0).acquire()
+        with flashsale.lock("job", timeout=5) as first, pytest.raises(LockNotAcquired):
+            flashsale.lock("job", timeout=5, blocking_timeout=0).acquire()
         with flashsale.lock("job", timeout=5) as second:
             pass
     assert (first, second) == (1, 2)

@@ -133,7 +133,8 @@ def test_stock_taken_without_a_host_order_is_found(shop: Shop) -> None:
     shop.mark_confirmed(ticket)  # Redis says confirmed; the host has no such order
     result = shop.reconcile("tee")
     assert result.exit_code == 1
-    assert "dave: Redis holds 1 (pending 0, confirmed 1), host has 0 -> give back 1" in result.output
+    expected = "dave: Redis holds 1 (pending 0, confirmed 1), host has 0 -> give back 1"
+    assert expected in result.output
     assert f"ticket {ticket} confirmed in Redis, not in the host" in result.output
 
 
