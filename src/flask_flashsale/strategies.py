@@ -194,8 +194,8 @@ class OptimisticStrategy:
         *,
         ticket_ttl: int,
         retries: int = 10,
-        backoff: float = 0.001,
-        max_backoff: float = 0.05,
+        backoff: float = 0.002,
+        max_backoff: float = 0.1,
         events_channel: str = "",
     ) -> None:
         self.client = client
