@@ -228,3 +228,27 @@ def test_lock_works_on_the_embedded_store() -> None:
         with flashsale.lock("job", timeout=5) as second:
             pass
     assert (first, second) == (1, 2)
+
+
+def test_releasing_a_lock_that_is_not_held_raises_lock_lost(flashsale: FlashSale) -> None:
+    with pytest.raises(LockLost):
+        flashsale.lock("job", timeout=5).release()
+
+
+def test_another_thread_cannot_release_a_holders_lock(flashsale: FlashSale) -> None:
+    lock = flashsale.lock("job", timeout=5)
+    lock.acquire()
+    errors: list[BaseException] = []
+
+    def release_elsewhere() -> None:
+        try:
+            lock.release()
+        except LockLost as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=release_elsewhere)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+    assert lock.owned()
+    lock.release()

@@ -119,9 +119,9 @@ class FencedLock:
     @property
     def token(self) -> int | None:
         """Fencing token of the current holding (in this thread), ``None`` if not held."""
-        if self._lease.local.token is None:
+        if self._held() is None:
             return None
-        fence: int | None = self._lease.local.fence
+        fence: int | None = getattr(self._lease.local, "fence", None)
         return fence
 
     @property
@@ -130,8 +130,8 @@ class FencedLock:
 
         Scripts that must only write while the lock is held compare it with the key.
         """
-        token = self._lease.local.token
-        return None if token is None else bytes(token).decode()
+        token = self._held()
+        return None if token is None else token.decode()
 
     def acquire(self) -> int:
         """Take the lock, waiting at most ``blocking_timeout``; return the fencing token.
@@ -154,8 +154,18 @@ class FencedLock:
             pause = random.uniform(0, self.sleep)
             time.sleep(pause if deadline is None else min(pause, deadline - now))
 
+    def _held(self) -> bytes | None:
+        # Thread-local storage: another thread sees no token (not even the attribute).
+        token: bytes | None = getattr(self._lease.local, "token", None)
+        return token
+
+    def _check_held(self) -> None:
+        if self._held() is None:
+            raise LockLost(f"lock {self.key!r} is not held (here, by this thread)")
+
     def release(self) -> None:
         """Release the lock; :class:`~flask_flashsale.LockLost` if the lease had expired."""
+        self._check_held()
         try:
             self._lease.release()
         except LockError:
@@ -169,6 +179,7 @@ class FencedLock:
         Raises :class:`~flask_flashsale.LockLost` if the lease had already
         expired: another holder may have run meanwhile.
         """
+        self._check_held()
         try:
             self._lease.extend(seconds, replace_ttl=replace_ttl)
         except LockError:
@@ -176,7 +187,7 @@ class FencedLock:
 
     def owned(self) -> bool:
         """True while this holder (this thread) still holds the lock."""
-        return bool(self._lease.owned())
+        return self._held() is not None and bool(self._lease.owned())
 
     def __enter__(self) -> int:
         return self.acquire()

@@ -46,6 +46,8 @@ BUSY_RETRY_AFTER = 1.0
 #: ``EXEC`` refusals tolerated while holding the sale lock (only writers that
 #: do not take the lock, such as a restock, can cause them).
 LOCKED_CONFLICT_RETRIES = 3
+#: Process-local locks the ``lock`` strategy's threads queue on, by sale id hash.
+GATE_STRIPES = 64
 
 
 class InventoryStrategy(Protocol):
@@ -245,7 +247,8 @@ class LockStrategy:
     (restock, a sale replaced) can still refuse an ``EXEC``; the attempt then
     re-reads while still holding the lock.
 
-    Threads of one process queue on a local per-sale lock before they poll
+    Threads of one process queue on a local lock (one of
+    :data:`GATE_STRIPES`, chosen by sale id) before they poll
     Redis, so a crowd of threads does not flood Redis (and the GIL) with
     polling; across processes the Redis lock alone decides.
 
@@ -277,8 +280,10 @@ class LockStrategy:
         #: Event counters (see the class docstring).
         self.counters = Counters()
         self._script = lock_script
-        self._gates: dict[str, threading.Lock] = {}
-        self._gates_guard = threading.Lock()
+        # Striped, so that order attempts for any number of (made-up) sale ids
+        # cannot grow memory; two sales rarely share a stripe, and then only
+        # queue behind each other inside this process.
+        self._gates = [threading.Lock() for _ in range(GATE_STRIPES)]
         self._core = _WatchedAdmission(
             client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
         )
@@ -300,22 +305,15 @@ class LockStrategy:
             thread_local=False,
         )
 
-    def _gate(self, sale_id: str) -> threading.Lock:
-        gate = self._gates.get(sale_id)
-        if gate is None:
-            with self._gates_guard:
-                gate = self._gates.setdefault(sale_id, threading.Lock())
-        return gate
-
     def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
         """Admit while holding the sale lock.
 
-        Threads of one process first queue on a local lock per sale, so only
+        Threads of one process first queue on a local lock, so only
         one of them at a time polls Redis for the distributed lock.
         """
         self.counters.incr("attempts")
         deadline = time.monotonic() + self.wait
-        gate = self._gate(sale_id)
+        gate = self._gates[hash(sale_id) % GATE_STRIPES]
         if not gate.acquire(timeout=self.wait):
             return self._busy("lock_timeouts")
         try:
