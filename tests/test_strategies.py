@@ -488,3 +488,25 @@ def test_hot_item_with_default_settings_never_oversells(
     held = redis_client.hgetall("flashsale:{tee}:users")
     assert sorted(held) == sorted(u for u, s in results if s == "queued")
     assert redis_client.xlen("flashsale:{tee}:orders") == 50
+
+
+READS = ["WATCH", "HMGET", "EXISTS", "TIME", "HGET"]
+WRITE = ["MULTI", "HINCRBY", "HINCRBY", "HSET", "EXPIRE", "XADD", "EXEC"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("optimistic", [*READS, *WRITE]),  # 6 round trips: 5 reads, 1 pipelined MULTI/EXEC
+        ("lock", ["EVALSHA", *READS, *WRITE, "EVALSHA"]),  # + acquire and release
+    ],
+)
+def test_commands_sent_for_one_uncontended_admission(
+    make_app: MakeApp, command_counter: Any, strategy: str, expected: list[str]
+) -> None:
+    app, flashsale = make_app(FLASHSALE_INVENTORY_STRATEGY=strategy)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5, per_user_limit=5)
+        flashsale.place_order("tee", "warm-up", idempotency_key="warm")  # scripts, secret
+        sent = command_counter.count(lambda: flashsale.place_order("tee", "alice"))
+    assert [c.split()[0] for c in sent] == expected
