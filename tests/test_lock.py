@@ -142,10 +142,10 @@ def test_exiting_the_block_after_the_lease_expired_raises_lock_lost(flashsale: F
 
 
 def test_extend_keeps_the_lock_past_its_first_lease(flashsale: FlashSale) -> None:
-    lock = flashsale.lock("job", timeout=0.2)
+    lock = flashsale.lock("job", timeout=0.5)
     with lock:
         lock.extend(5)
-        time.sleep(0.35)
+        time.sleep(0.7)
         assert lock.owned()
         with pytest.raises(LockNotAcquired):
             flashsale.lock("job", timeout=1, blocking_timeout=0).acquire()
