@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS orders (
     price       TEXT,
     created_at  TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS products (
+    id          TEXT PRIMARY KEY,   -- the id of the product's flash sale
+    stock       INTEGER NOT NULL,   -- the shop's own count, kept by persist_order
+    version     INTEGER NOT NULL DEFAULT 0  -- optimistic locking: +1 on every update
+);
 """
 
 PAGE = """<!doctype html>
@@ -141,6 +146,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 per_user_limit=1,
                 info={"name": "Demo sneakers (limited)"},
             )
+    with sqlite3.connect(app.config["SHOP_DATABASE"]) as db:
+        db.execute(
+            "INSERT OR IGNORE INTO products (id, stock) VALUES (?, ?)",
+            ("demo-sneakers", app.config["SHOP_DEMO_STOCK"]),
+        )
     return app
 
 
@@ -153,15 +163,46 @@ def current_buyer() -> str | None:
 
 @flashsale.order_handler
 def persist_order(order: Order) -> None:
-    """Write the order to the shop's own table; the primary key makes redelivery harmless."""
+    """Write the order and take the shop's own stock, in one transaction.
+
+    The primary key makes redelivery harmless. The product row is updated with
+    optimistic locking: read its version, then update only if it is unchanged
+    (``WHERE version = ?``); if another writer got there first, start over.
+    """
     db = get_db()
-    db.execute(
-        "INSERT OR IGNORE INTO orders (id, user_id, product_id, quantity, price) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (order.id, order.user_id, order.sale_id, order.quantity,
-         None if order.price is None else str(order.price)),
+    for _ in range(5):
+        product = db.execute(
+            "SELECT version FROM products WHERE id = ?", (order.sale_id,)
+        ).fetchone()
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO orders (id, user_id, product_id, quantity, price) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (order.id, order.user_id, order.sale_id, order.quantity,
+             None if order.price is None else str(order.price)),
+        ).rowcount
+        if inserted and product is not None:
+            updated = db.execute(
+                "UPDATE products SET stock = stock - ?, version = version + 1 "
+                "WHERE id = ? AND version = ?",
+                (order.quantity, order.sale_id, product["version"]),
+            ).rowcount
+            if not updated:  # the row changed since we read it: roll back, retry
+                db.rollback()
+                continue
+        db.commit()
+        return
+    raise RuntimeError(f"product {order.sale_id} kept changing; the order will be retried")
+
+
+
+@flashsale.reconcile_source
+def confirmed_units(sale_id: str) -> dict[str, int]:
+    """Units per buyer in the shop's orders, for ``flask flashsale reconcile``."""
+    rows = get_db().execute(
+        "SELECT user_id, SUM(quantity) FROM orders WHERE product_id = ? GROUP BY user_id",
+        (sale_id,),
     )
-    db.commit()
+    return {user: int(units) for user, units in rows.fetchall()}
 
 
 app = create_app()

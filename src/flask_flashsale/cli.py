@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .errors import ConfigurationError, FlashSaleError
 from .extension import FlashSale
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
@@ -70,3 +71,27 @@ def restock_command(sale_id: str, quantity: int) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(f"{sale_id}: {remaining} remaining")
+
+
+@flashsale_cli.command("reconcile")
+@click.argument("sale_id", required=False)
+@click.option("--fix", is_flag=True, help="Repair Redis (under the sale's lock).")
+def reconcile_command(sale_id: str | None, fix: bool) -> None:
+    """Compare Redis with the host's orders (every sale, or SALE_ID).
+
+    Needs a ``@flashsale.reconcile_source`` hook. Exits 1 when differences
+    were found and not repaired, so a cron job can alert on it.
+    """
+    try:
+        reports = _ext().reconcile(sale_id, fix=fix)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc.description)) from None
+    except FlashSaleError as exc:
+        raise click.ClickException(f"{exc.error_code}: {exc.description}") from None
+    if not reports:
+        click.echo("no sales")
+    for report in reports:
+        for line in report.describe():
+            click.echo(line)
+    if any(not r.ok and not r.fixed for r in reports):
+        raise SystemExit(1)

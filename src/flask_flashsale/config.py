@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_MAX_BODY": 16 * 1024,
     "FLASHSALE_MAX_QUANTITY": 100,
     "FLASHSALE_SECRET": None,
+    "FLASHSALE_OPTIMISTIC_RETRIES": 10,
+    "FLASHSALE_LOCK_TIMEOUT": 1.0,
+    "FLASHSALE_LOCK_WAIT": 1.0,
     "FLASHSALE_CACHE_MAX_AGE": 1,
     "FLASHSALE_BREAKER_FAIL_MAX": 5,
     "FLASHSALE_BREAKER_RESET_TIMEOUT": 2.0,
@@ -64,6 +67,9 @@ class Settings:
     max_body: int
     max_quantity: int
     secret: str | None
+    optimistic_retries: int
+    lock_timeout: float
+    lock_wait: float
     cache_max_age: int
     breaker_fail_max: int
     breaker_reset_timeout: float
@@ -133,6 +139,9 @@ def load(config: Any) -> Settings:
         max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
         max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
         secret=config["FLASHSALE_SECRET"],
+        optimistic_retries=_number(config, "FLASHSALE_OPTIMISTIC_RETRIES", int, 0),
+        lock_timeout=_number(config, "FLASHSALE_LOCK_TIMEOUT", float, 0.001),
+        lock_wait=_number(config, "FLASHSALE_LOCK_WAIT", float, 0),
         cache_max_age=_number(config, "FLASHSALE_CACHE_MAX_AGE", int, 0),
         breaker_fail_max=_number(config, "FLASHSALE_BREAKER_FAIL_MAX", int, 0),
         breaker_reset_timeout=_number(config, "FLASHSALE_BREAKER_RESET_TIMEOUT", float, 0.01),

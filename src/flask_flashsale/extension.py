@@ -14,12 +14,15 @@ from .admission import LuaStrategy, check_order, ticket_token
 from .breaker import breaker_for, guard
 from .cache import SaleCache, Subscriber, events_client
 from .connection import client_from_settings
-from .errors import NotInitializedError, TicketNotFound
-from .keys import Keys, split_ticket_id
+from .errors import ConfigurationError, NotInitializedError, TicketNotFound
+from .keys import Keys, check_sale_id, split_ticket_id
+from .lock import FencedLock, lock_keys
 from .models import Admission, Order, Sale, Ticket
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
+from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
 from .sales import SaleStore
 from .scripts import register
+from .strategies import InventoryStrategy, build_strategy
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
@@ -49,12 +52,14 @@ class FlashSaleState:
             "sale_create": register(self.client, "sale_create"),
             "sale_restock": register(self.client, "sale_restock"),
         }
+        self.scripts["lock_acquire"] = register(self.client, "lock_acquire")
+        self.scripts["reconcile_fix"] = register(self.client, "reconcile_fix")
         #: Sale definitions.
         self.sales = SaleStore(self.client, self.keys, self.scripts)
         user_rate = settings.order_rate_per_user
         sale_rate = settings.order_rate_per_sale
-        #: The inventory strategy that admits orders.
-        self.strategy = LuaStrategy(
+        #: The inventory strategy that admits orders (``FLASHSALE_INVENTORY_STRATEGY``).
+        self.strategy: InventoryStrategy = build_strategy(settings, LuaStrategy(
             self.client,
             self.keys,
             self.scripts["admission"],
@@ -62,7 +67,7 @@ class FlashSaleState:
             user_rate=parse_rate(user_rate) if user_rate else None,
             sale_rate=parse_rate(sale_rate) if sale_rate else None,
             events_channel=self.keys.events_channel(),
-        )
+        ), self.scripts["lock_acquire"])
         #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.
         self.cache = SaleCache(
             settings.cache_ttl,
@@ -106,6 +111,7 @@ class FlashSale:
         self._identity_loader: IdentityLoader | None = None
         self._order_handler: OrderHandler | None = None
         self._limit_exempt_when: Callable[[], bool] | None = None
+        self._reconcile_source: ReconcileSource | None = None
         if app is not None:
             self.init_app(app)
 
@@ -331,3 +337,61 @@ class FlashSale:
         """
         self._limit_exempt_when = fn
         return fn
+    # -- consistency ----------------------------------------------------------
+
+    def lock(
+        self, name: str, *, timeout: float, blocking_timeout: float | None = None
+    ) -> FencedLock:
+        """A distributed lock on the app's Redis whose ``with`` yields a fencing token.
+
+        ``timeout`` is the lease in seconds; ``blocking_timeout`` bounds the wait
+        (``None``: forever), then :class:`~flask_flashsale.LockNotAcquired` is
+        raised. Releasing or extending an expired lease raises
+        :class:`~flask_flashsale.LockLost`. See :doc:`/consistency` for the
+        fencing pattern::
+
+            with flashsale.lock("nightly-import", timeout=30) as token:
+                db.execute("UPDATE ... SET ..., fence = ? WHERE id = ? AND fence < ?",
+                           (token, row_id, token))
+        """
+        state = self.state()
+        key, fence_key = lock_keys(state.settings.key_prefix, name)
+        return FencedLock(
+            state.client,
+            key,
+            fence_key,
+            script=state.scripts["lock_acquire"],
+            timeout=timeout,
+            blocking_timeout=blocking_timeout,
+        )
+
+    def reconcile_source(self, fn: F) -> F:
+        """Register the host's hook for reconciliation.
+
+        ``fn(sale_id)`` returns the units of the host's confirmed orders per
+        buyer, ``{user_id: units}``; :meth:`reconcile` compares them with Redis.
+        """
+        self._reconcile_source = fn
+        return fn
+
+    def reconcile(
+        self, sale_id: str | None = None, *, fix: bool = False
+    ) -> list[SaleReconciliation]:
+        """Compare Redis with the host's orders for one sale (default: every sale).
+
+        With ``fix``, differences are repaired in Redis while holding the
+        sale's lock. Needs a :meth:`reconcile_source`.
+        """
+        if self._reconcile_source is None:
+            raise ConfigurationError(
+                "reconciliation needs the host's orders: register a function with "
+                "@flashsale.reconcile_source"
+            )
+        state = self.state()
+        reconciler = Reconciler(
+            state.client, state.keys, state.scripts["reconcile_fix"], state.scripts["lock_acquire"]
+        )
+        sale_ids = [sale_id] if sale_id is not None else state.sales.ids()
+        return [
+            reconciler.run(check_sale_id(sid), self._reconcile_source, fix=fix) for sid in sale_ids
+        ]

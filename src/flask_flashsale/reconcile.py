@@ -1,0 +1,296 @@
+"""Compare Redis (admission truth) with the host's orders (order truth), and repair.
+
+Redis counts, per sale, the units each buyer holds (``users`` hash) and the
+units left (``remaining``); the host's database holds the orders its
+``order_handler`` wrote. The host tells what it holds through a
+``reconcile_source`` hook: ``(sale_id) -> {user_id: units}`` of its confirmed
+orders. For each buyer::
+
+    held      units Redis counts for the buyer
+    pending   units in the buyer's ``queued`` tickets (admitted, maybe not yet
+              written by the host: the worker has them in hand)
+    host      units in the host's orders
+
+``host <= held <= host + pending`` is consistent. Below it, the host has orders
+Redis did not count (stock not taken): repair takes them. Above it, Redis
+holds units no order accounts for: repair gives them back, and marks
+``confirmed`` tickets the host does not have as ``failed`` (reason
+``reconciled``). The sale itself must satisfy ``stock - remaining == sum(held)``.
+
+Buyers whose Redis state changes while reconciliation reads the host
+(admitted, confirmed or cancelled meanwhile) are reported as in flight and left
+alone. Repairs are relative changes applied by one script
+(``reconcile_fix.lua``) while holding the sale's lock, so they commute with
+admissions running at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .errors import LockLost, SaleNotFound
+from .lock import FencedLock
+
+#: The host's hook: ``(sale_id) -> {user_id: units}`` of its confirmed orders.
+ReconcileSource = Callable[[str], Mapping[Any, int]]
+
+#: Lease (s) of the sale lock held while a repair reads the host and writes.
+REPAIR_LEASE = 60.0
+#: How long a repair waits for the sale lock (s).
+REPAIR_WAIT = 10.0
+#: ``reason`` written on confirmed tickets the host does not have.
+STALE_REASON = "reconciled"
+
+
+@dataclass(frozen=True, slots=True)
+class UserDrift:
+    """One buyer whose units in Redis disagree with the host's orders."""
+
+    user_id: str
+    #: Units Redis counts for the buyer.
+    held: int
+    #: Units in the buyer's ``queued`` tickets.
+    pending: int
+    #: Units in tickets Redis marks ``confirmed``.
+    confirmed: int
+    #: Units in the host's orders.
+    host: int
+    #: Change to the buyer's units that makes Redis agree (``+``: take stock).
+    delta: int
+    #: Confirmed tickets the host does not have (marked ``failed`` by a repair).
+    stale_tickets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaleReconciliation:
+    """What reconciliation found (and, with ``fix``, repaired) for one sale."""
+
+    sale_id: str
+    #: Units offered (created + restocks).
+    stock: int
+    #: ``remaining`` in Redis when read.
+    remaining: int
+    #: Buyers that disagree.
+    users: tuple[UserDrift, ...]
+    #: Change to ``remaining`` that makes Redis agree.
+    remaining_delta: int
+    #: Buyers left alone because their Redis state changed during the check.
+    in_flight: tuple[str, ...] = ()
+    #: True when the differences were repaired.
+    fixed: bool = False
+    #: ``remaining`` after the repair (``None`` without one).
+    remaining_after: int | None = None
+    #: Units the host holds beyond what was offered (``remaining`` stays at 0).
+    oversold: int = 0
+    #: Extra notes (e.g. the sale vanished during the repair).
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when Redis and the host agree."""
+        return not self.users and self.remaining_delta == 0
+
+    def describe(self) -> list[str]:
+        """Human-readable lines, as printed by ``flask flashsale reconcile``."""
+        sold = self.stock - self.remaining
+        lines = [f"{self.sale_id}: stock {self.stock}, remaining {self.remaining}, sold {sold}"]
+        for u in self.users:
+            action = f"take {u.delta}" if u.delta > 0 else f"give back {-u.delta}"
+            if u.delta == 0:
+                action = "mark tickets failed"
+            lines.append(
+                f"  {u.user_id}: Redis holds {u.held} (pending {u.pending}, confirmed "
+                f"{u.confirmed}), host has {u.host} -> {action}"
+            )
+            for ticket in u.stale_tickets:
+                lines.append(f"    ticket {ticket} confirmed in Redis, not in the host")
+        if self.remaining_delta:
+            lines.append(
+                f"  remaining {self.remaining} -> {self.remaining + self.remaining_delta}"
+            )
+        for user in self.in_flight:
+            lines.append(f"  {user}: changed during the check, left alone")
+        lines.extend(f"  {note}" for note in self.notes)
+        if self.oversold:
+            lines.append(f"  OVERSOLD: the host holds {self.oversold} units more than offered")
+        if self.ok:
+            lines.append("  in agreement")
+        elif self.fixed:
+            lines.append(f"  repaired: remaining is now {self.remaining_after}")
+        elif not self.notes:
+            lines.append("  differences found (repair them with --fix)")
+        return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    token: str
+    user: str
+    quantity: int
+    status: str
+    admitted_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    stock: int
+    remaining: int
+    held: dict[str, int]
+    tickets: dict[str, _Ticket]
+
+    def user_tickets(self, user: str) -> set[tuple[str, str]]:
+        return {(t.token, t.status) for t in self.tickets.values() if t.user == user}
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _snapshot(client: Any, base: str) -> _Snapshot | None:
+    """Sale, buyers and tickets of one sale, read in one MULTI/EXEC."""
+    prefix = base + "t:"
+    tokens = [
+        key[len(prefix) :]
+        for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000)
+    ]
+    pipe = client.pipeline(transaction=True)
+    pipe.hmget(base + "sale", "stock", "remaining")
+    pipe.hgetall(base + "users")
+    for token in tokens:
+        pipe.hgetall(prefix + token)
+    (stock, remaining), held, *raw = pipe.execute()
+    if remaining is None:
+        return None
+    tickets = {
+        token: _Ticket(token, t["u"], int(t["q"]), t["s"], int(t.get("a") or 0))
+        for token, t in zip(tokens, raw, strict=True)
+        if t
+    }
+    return _Snapshot(
+        stock=int(stock),
+        remaining=int(remaining),
+        held={u: int(n) for u, n in held.items()},
+        tickets=tickets,
+    )
+
+
+def _judge(sale_id: str, snap: _Snapshot, host: Mapping[str, int], user: str) -> UserDrift | None:
+    held = snap.held.get(user, 0)
+    mine = [t for t in snap.tickets.values() if t.user == user]
+    pending = sum(t.quantity for t in mine if t.status == "queued")
+    confirmed_tickets = sorted(
+        (t for t in mine if t.status == "confirmed"), key=lambda t: t.admitted_ms, reverse=True
+    )
+    confirmed = sum(t.quantity for t in confirmed_tickets)
+    units = host.get(user, 0)
+    delta = 0
+    if held < units:
+        delta = units - held
+    elif held > units + pending:
+        delta = units + pending - held
+    stale: list[str] = []
+    excess = confirmed - units
+    for ticket in confirmed_tickets:  # newest first
+        if excess <= 0:
+            break
+        stale.append(f"{sale_id}~{ticket.token}")
+        excess -= ticket.quantity
+    if delta == 0 and not stale:
+        return None
+    return UserDrift(user, held, pending, confirmed, units, delta, tuple(stale))
+
+
+class Reconciler:
+    """Runs reconciliation for one app (see the module docstring)."""
+
+    def __init__(self, client: Any, keys: Any, fix_script: Any, lock_script: Any) -> None:
+        self.client = client
+        self.keys = keys
+        self._fix = fix_script
+        self._lock_script = lock_script
+
+    def sale_lock(self, sale_id: str) -> FencedLock:
+        """The sale's lock (the one the ``lock`` strategy takes), with a repair-sized lease."""
+        base = self.keys.sale_base(sale_id)
+        return FencedLock(
+            self.client,
+            base + "lock",
+            base + "fence",
+            script=self._lock_script,
+            timeout=REPAIR_LEASE,
+            blocking_timeout=REPAIR_WAIT,
+            sleep=0.01,
+            thread_local=False,
+        )
+
+    def run(self, sale_id: str, source: ReconcileSource, *, fix: bool) -> SaleReconciliation:
+        """Reconcile one sale; with ``fix``, repair it while holding its lock."""
+        if not fix:
+            return self._check(sale_id, source)
+        lock = self.sale_lock(sale_id)
+        with lock:
+            found = self._check(sale_id, source)
+            if found.ok:
+                return found
+            return self._repair(found, lock)
+
+    def _check(self, sale_id: str, source: ReconcileSource) -> SaleReconciliation:
+        base = self.keys.sale_base(sale_id)
+        before = _snapshot(self.client, base)
+        if before is None:
+            raise SaleNotFound(f"no sale {sale_id!r}")
+        host = {str(u): int(n) for u, n in source(sale_id).items() if int(n)}
+        after = _snapshot(self.client, base)
+        if after is None:
+            raise SaleNotFound(f"sale {sale_id!r} was deleted during reconciliation")
+        users = set(after.held) | set(host) | {t.user for t in after.tickets.values()}
+        in_flight = sorted(
+            u
+            for u in users | set(before.held)
+            if before.held.get(u) != after.held.get(u)
+            or before.user_tickets(u) != after.user_tickets(u)
+        )
+        drifts = []
+        for user in sorted(users - set(in_flight)):
+            drift = _judge(sale_id, after, host, user)
+            if drift is not None:
+                drifts.append(drift)
+        # The sale's own books: what was taken must be what buyers hold.
+        expected = after.stock - sum(after.held.values())
+        remaining_delta = expected - after.remaining - sum(d.delta for d in drifts)
+        return SaleReconciliation(
+            sale_id=sale_id,
+            stock=after.stock,
+            remaining=after.remaining,
+            users=tuple(drifts),
+            remaining_delta=remaining_delta,
+            in_flight=tuple(in_flight),
+        )
+
+    def _repair(self, found: SaleReconciliation, lock: FencedLock) -> SaleReconciliation:
+        base = self.keys.sale_base(found.sale_id)
+        tickets = [
+            base + "t:" + ticket.split("~", 1)[1] for d in found.users for ticket in d.stale_tickets
+        ]
+        pairs: list[Any] = []
+        for d in found.users:
+            if d.delta:
+                pairs += [d.user_id, d.delta]
+        try:
+            remaining, oversold = self._fix(
+                keys=[base + "sale", base + "users", lock.key, *tickets],
+                args=[lock.holder, found.remaining_delta, STALE_REASON, *pairs],
+            )
+        except ResponseError as exc:
+            if "LOCKLOST" in str(exc):
+                detail = f"the lock of sale {found.sale_id!r} expired during the repair"
+                raise LockLost(detail) from None
+            raise
+        if int(remaining) < 0:
+            note = "the sale was deleted before the repair; nothing done"
+            return replace(found, notes=(*found.notes, note))
+        return replace(found, fixed=True, remaining_after=int(remaining), oversold=int(oversold))

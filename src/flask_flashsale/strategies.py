@@ -1,0 +1,398 @@
+"""Inventory strategies: how an order attempt takes stock.
+
+Three implementations of :class:`InventoryStrategy`, chosen by
+``FLASHSALE_INVENTORY_STRATEGY``:
+
+``lua`` (default, :class:`~flask_flashsale.admission.LuaStrategy`)
+    One ``EVALSHA``: every check and write inside Redis, atomically.
+``optimistic`` (:class:`OptimisticStrategy`)
+    ``WATCH`` the sale's keys, read them, decide in Python, write with
+    ``MULTI``/``EXEC``; when another attempt wrote first, ``EXEC`` is refused
+    and the attempt starts over after a random pause, a bounded number of times.
+``lock`` (:class:`LockStrategy`)
+    Take the sale's :class:`~flask_flashsale.lock.FencedLock`, then read,
+    decide and write as above while holding it.
+
+All three return the same :class:`~flask_flashsale.Admission` results, write
+the same keys, tickets and stream entries, and judge the sale window on Redis
+``TIME``. The two Python-side strategies can also answer ``busy`` (with
+``retry_after``) when contention outlasts their retries or lock wait; they
+never oversell. Admission throttles (``FLASHSALE_ORDER_RATE_PER_*``) exist only
+in the ``lua`` script: combining them with another strategy is a
+:class:`~flask_flashsale.ConfigurationError` at start-up.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from redis.exceptions import WatchError
+
+from .errors import ConfigurationError, LockLost, LockNotAcquired
+from .lock import FencedLock
+from .models import Admission
+
+if TYPE_CHECKING:
+    from .admission import LuaStrategy
+    from .config import Settings
+
+#: ``retry_after`` (seconds) of a ``busy`` answer.
+BUSY_RETRY_AFTER = 1.0
+#: ``EXEC`` refusals tolerated while holding the sale lock (only writers that
+#: do not take the lock, such as a restock, can cause them).
+LOCKED_CONFLICT_RETRIES = 3
+#: Process-local locks the ``lock`` strategy's threads queue on, by sale id hash.
+GATE_STRIPES = 64
+
+
+class InventoryStrategy(Protocol):
+    """What the extension needs from an inventory strategy."""
+
+    #: ``lua``, ``optimistic`` or ``lock``.
+    name: str
+
+    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+        """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome."""
+        ...
+
+
+class Counters:
+    """Thread-safe event counters of a strategy, for benchmarks and monitoring.
+
+    ``snapshot()`` returns e.g. ``{"attempts": 2000, "conflicts": 311,
+    "retries": 311, "busy": 0}``. Counters are per process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the counter ``name``."""
+        with self._lock:
+            self._counts[name] += amount
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class _SaleKeys(NamedTuple):
+    sale: str
+    users: str
+    ticket: str
+    orders: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """An admission decided in Python, to be written with MULTI/EXEC."""
+
+    remaining: int
+    now_ms: int
+    price: str
+
+
+class _WatchedAdmission:
+    """Read phase and write phase shared by the optimistic and lock strategies.
+
+    Mirrors ``admission.lua`` check for check: sale exists, idempotency (the
+    ticket key is known before the attempt), window on Redis ``TIME``,
+    per-user limit, stock. Reads run on a pipeline in ``WATCH`` mode, so the
+    write is refused if any watched key changed since.
+    """
+
+    def __init__(self, client: Any, keys: Any, *, ticket_ttl: int, events_channel: str) -> None:
+        self.client = client
+        self.keys = keys
+        self.ticket_ttl = ticket_ttl
+        self.events_channel = events_channel
+
+    def sale_keys(self, sale_id: str, token: str) -> _SaleKeys:
+        base = self.keys.sale_base(sale_id)
+        return _SaleKeys(base + "sale", base + "users", base + "t:" + token, base + "orders")
+
+    def judge(
+        self, pipe: Any, k: _SaleKeys, user_id: str, quantity: int, ticket_id: str
+    ) -> Admission | _Plan:
+        """Read (watched) state and decide: a refusal, or a plan to write."""
+        raw_remaining, starts, ends, limit, price = pipe.hmget(
+            k.sale, "remaining", "starts", "ends", "limit", "price"
+        )
+        if raw_remaining is None:
+            return Admission(status="not_found")
+        remaining = int(raw_remaining)
+        if pipe.exists(k.ticket):
+            return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
+        seconds, micros = pipe.time()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        if starts and now < int(starts):
+            wait = int(starts) - now
+            return Admission(status="not_started", remaining=remaining, retry_after=wait / 1000.0)
+        if ends and now >= int(ends):
+            return Admission(status="ended", remaining=remaining)
+        held = int(pipe.hget(k.users, user_id) or 0)
+        if held + quantity > int(limit):
+            return Admission(status="limit_reached", remaining=remaining)
+        if remaining < quantity:
+            return Admission(status="sold_out", remaining=remaining)
+        return _Plan(remaining=remaining - quantity, now_ms=now, price=price or "")
+
+    def write(
+        self,
+        pipe: Any,
+        k: _SaleKeys,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        ticket_id: str,
+        plan: _Plan,
+    ) -> Admission:
+        """Write the admission in one MULTI/EXEC; raises ``WatchError`` if refused."""
+        pipe.multi()
+        pipe.hincrby(k.sale, "remaining", -quantity)
+        pipe.hincrby(k.users, user_id, quantity)
+        pipe.hset(k.ticket, mapping={"u": user_id, "q": quantity, "s": "queued", "a": plan.now_ms})
+        pipe.expire(k.ticket, self.ticket_ttl)
+        pipe.xadd(
+            k.orders,
+            {"t": ticket_id, "u": user_id, "q": quantity, "p": plan.price, "a": plan.now_ms},
+        )
+        if plan.remaining == 0 and self.events_channel:
+            pipe.publish(self.events_channel, f"sold_out {sale_id}")
+        remaining = int(pipe.execute()[0])
+        return Admission(status="queued", ticket_id=ticket_id, remaining=remaining)
+
+
+class OptimisticStrategy:
+    """``WATCH``/``MULTI``/``EXEC`` with bounded retries and jittered back-off.
+
+    An attempt whose ``EXEC`` is refused (another attempt changed the sale
+    first) starts over after a random pause of up to ``backoff * 2**n``
+    seconds (capped at ``max_backoff``), at most ``retries`` times; then it
+    answers ``busy`` with ``retry_after``. A refused ``EXEC`` wrote nothing,
+    so retries can neither oversell nor double-admit.
+
+    :attr:`counters` counts ``attempts``, ``conflicts`` (refused EXEC calls),
+    ``retries`` and ``busy`` answers.
+    """
+
+    name = "optimistic"
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Any,
+        *,
+        ticket_ttl: int,
+        retries: int = 10,
+        backoff: float = 0.002,
+        max_backoff: float = 0.1,
+        events_channel: str = "",
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        #: Event counters (see the class docstring).
+        self.counters = Counters()
+        self._core = _WatchedAdmission(
+            client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
+        )
+
+    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+        """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
+        core = self._core
+        k = core.sale_keys(sale_id, token)
+        ticket_id = f"{sale_id}~{token}"
+        self.counters.incr("attempts")
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.counters.incr("retries")
+                cap = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+                time.sleep(random.uniform(0, cap))
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(k.sale, k.users, k.ticket)
+                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                    if isinstance(outcome, Admission):
+                        return outcome
+                    return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
+                except WatchError:
+                    self.counters.incr("conflicts")
+        self.counters.incr("busy")
+        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+
+
+class LockStrategy:
+    """The stock update inside the sale's distributed lock.
+
+    Each attempt takes the sale's :class:`~flask_flashsale.lock.FencedLock`
+    (key ``<prefix>:{<sale>}:lock``), waiting at most ``wait`` seconds
+    (then: ``busy``), reads and decides in Python, and writes with
+    ``MULTI``/``EXEC``. The transaction also watches the lock key, so
+    Redis itself refuses the write of a holder whose lease (``lease``
+    seconds) expired: the lock's own fencing. Writers that never take the lock
+    (restock, a sale replaced) can still refuse an ``EXEC``; the attempt then
+    re-reads while still holding the lock.
+
+    Threads of one process queue on a local lock (one of
+    :data:`GATE_STRIPES`, chosen by sale id) before they poll
+    Redis, so a crowd of threads does not flood Redis (and the GIL) with
+    polling; across processes the Redis lock alone decides.
+
+    :attr:`counters` counts ``attempts``, ``lock_timeouts`` (no lock within
+    ``wait``), ``conflicts`` (refused EXEC calls), ``conflicts_exhausted``
+    (gave up after :data:`LOCKED_CONFLICT_RETRIES`), ``leases_lost`` and
+    ``busy`` answers.
+    """
+
+    name = "lock"
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Any,
+        lock_script: Any,
+        *,
+        ticket_ttl: int,
+        lease: float = 1.0,
+        wait: float = 1.0,
+        poll: float = 0.002,
+        events_channel: str = "",
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.lease = lease
+        self.wait = wait
+        self.poll = poll
+        #: Event counters (see the class docstring).
+        self.counters = Counters()
+        self._script = lock_script
+        # Striped, so that order attempts for any number of (made-up) sale ids
+        # cannot grow memory; two sales rarely share a stripe, and then only
+        # queue behind each other inside this process.
+        self._gates = [threading.Lock() for _ in range(GATE_STRIPES)]
+        self._core = _WatchedAdmission(
+            client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
+        )
+
+    def sale_lock(self, sale_id: str, wait: float | None = None) -> FencedLock:
+        """The lock that serialises admissions to one sale (in the sale's hash tag).
+
+        ``wait`` overrides the strategy's lock wait (``FLASHSALE_LOCK_WAIT``).
+        """
+        base = self.keys.sale_base(sale_id)
+        return FencedLock(
+            self.client,
+            base + "lock",
+            base + "fence",
+            script=self._script,
+            timeout=self.lease,
+            blocking_timeout=self.wait if wait is None else wait,
+            sleep=self.poll,
+            thread_local=False,
+        )
+
+    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+        """Admit while holding the sale lock.
+
+        Threads of one process first queue on a local lock, so only
+        one of them at a time polls Redis for the distributed lock.
+        """
+        self.counters.incr("attempts")
+        deadline = time.monotonic() + self.wait
+        gate = self._gates[hash(sale_id) % GATE_STRIPES]
+        if not gate.acquire(timeout=self.wait):
+            return self._busy("lock_timeouts")
+        try:
+            lock = self.sale_lock(sale_id, max(0.0, deadline - time.monotonic()))
+            try:
+                lock.acquire()
+            except LockNotAcquired:
+                return self._busy("lock_timeouts")
+            return self._admit_locked(lock, sale_id, user_id, quantity, token)
+        finally:
+            gate.release()
+
+    def _busy(self, reason: str) -> Admission:
+        self.counters.incr(reason)
+        self.counters.incr("busy")
+        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+
+    def _admit_locked(
+        self, lock: FencedLock, sale_id: str, user_id: str, quantity: int, token: str
+    ) -> Admission:
+        core = self._core
+        k = core.sale_keys(sale_id, token)
+        ticket_id = f"{sale_id}~{token}"
+        lease_lost = False
+        try:
+            for _ in range(LOCKED_CONFLICT_RETRIES):
+                with self.client.pipeline() as pipe:
+                    try:
+                        pipe.watch(lock.key, k.sale, k.users, k.ticket)
+                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                        if isinstance(outcome, Admission):
+                            return outcome
+                        return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
+                    except WatchError:
+                        self.counters.incr("conflicts")
+                if not lock.owned():
+                    lease_lost = True
+                    break
+            return self._busy("conflicts_exhausted")
+        finally:
+            try:
+                lock.release()
+            except LockLost:
+                lease_lost = True
+            if lease_lost:
+                self.counters.incr("leases_lost")
+
+
+def build_strategy(settings: Settings, lua: LuaStrategy, lock_script: Any) -> InventoryStrategy:
+    """The strategy named by ``FLASHSALE_INVENTORY_STRATEGY``.
+
+    ``lua`` is returned as is (it is the default); the others reuse its
+    client, key builder and sold-out channel. Raises
+    :class:`~flask_flashsale.ConfigurationError` when admission throttles are
+    configured with a strategy other than ``lua``.
+    """
+    name = settings.inventory_strategy
+    if name == "lua":
+        return lua
+    if settings.order_rate_per_user or settings.order_rate_per_sale:
+        raise ConfigurationError(
+            "FLASHSALE_ORDER_RATE_PER_USER/_PER_SALE are enforced by the lua admission "
+            f"script only; they cannot be combined with FLASHSALE_INVENTORY_STRATEGY={name!r}"
+        )
+    events = lua._events
+    if name == "optimistic":
+        return OptimisticStrategy(
+            lua.client,
+            lua.keys,
+            ticket_ttl=settings.ticket_ttl,
+            retries=settings.optimistic_retries,
+            events_channel=events,
+        )
+    return LockStrategy(
+        lua.client,
+        lua.keys,
+        lock_script,
+        ticket_ttl=settings.ticket_ttl,
+        lease=settings.lock_timeout,
+        wait=settings.lock_wait,
+        events_channel=events,
+    )
