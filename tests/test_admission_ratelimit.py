@@ -60,12 +60,16 @@ def test_a_throttled_attempt_takes_no_stock_no_count_no_ticket(
     for _ in range(5):
         refused = flashsale.place_order("tee", "alice", quantity=2)
         assert (refused.status, refused.ticket_id) == ("rate_limited", None)
-    assert books(redis_client) == before == {
-        "remaining": 9,
-        "users": {"alice": "1"},
-        "tickets": 1,
-        "stream": 1,
-    }
+    assert (
+        books(redis_client)
+        == before
+        == {
+            "remaining": 9,
+            "users": {"alice": "1"},
+            "tickets": 1,
+            "stream": 1,
+        }
+    )
 
 
 def test_a_throttled_attempt_carries_retry_after_and_remaining(
@@ -98,6 +102,23 @@ def test_per_user_buckets_are_per_buyer_and_per_sale(throttled: Callable[..., Fl
     assert flashsale.place_order("tee", "alice").status == "rate_limited"
 
 
+def test_a_throttled_attempt_names_the_bucket_that_refused(
+    throttled: Callable[..., FlashSale],
+) -> None:
+    flashsale = throttled(user="1/minute;burst=1", sale="1/minute;burst=2")
+    flashsale.create_sale("tee", stock=10, per_user_limit=10)
+    assert flashsale.place_order("tee", "alice").status == "queued"
+    by_user = flashsale.place_order("tee", "alice")
+    assert (by_user.status, by_user.throttled_by, by_user.ticket_id) == (
+        "rate_limited",
+        "user",
+        None,
+    )
+    assert flashsale.place_order("tee", "bob").status == "queued"
+    by_sale = flashsale.place_order("tee", "carol")
+    assert (by_sale.status, by_sale.throttled_by) == ("rate_limited", "sale")
+
+
 def test_per_sale_bucket_throttles_every_buyer_together(
     throttled: Callable[..., FlashSale],
 ) -> None:
@@ -116,9 +137,7 @@ def test_a_limit_reached_refusal_takes_no_token(
     assert flashsale.place_order("tee", "alice").status == "queued"
     bucket = "flashsale:{tee}:rl:u:alice"
     tat = redis_client.get(bucket)
-    assert [flashsale.place_order("tee", "alice").status for _ in range(5)] == [
-        "limit_reached"
-    ] * 5
+    assert [flashsale.place_order("tee", "alice").status for _ in range(5)] == ["limit_reached"] * 5
     assert redis_client.get(bucket) == tat
     # The second token is still there once the buyer may buy again.
     flashsale.create_sale("tee", stock=10, per_user_limit=2)

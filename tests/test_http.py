@@ -150,6 +150,25 @@ def test_rate_limited_is_429_with_retry_after(make_app: Any) -> None:
     assert 55 <= int(r.headers["Retry-After"]) <= 60
 
 
+def test_admission_429_carries_ratelimit_headers_of_the_refusing_bucket(make_app: Any) -> None:
+    app, flashsale = make_app(
+        FLASHSALE_ORDER_RATE_PER_USER="10/minute;burst=5",
+        FLASHSALE_ORDER_RATE_PER_SALE="2/minute;burst=2",
+    )
+    with app.app_context():
+        flashsale.create_sale("tee", stock=10, per_user_limit=10)
+    client = app.test_client()
+    for user in ("alice", "bob"):
+        assert client.post(f"{PREFIX}/tee/order", headers={"X-User": user}).status_code == 202
+    r = client.post(f"{PREFIX}/tee/order", headers={"X-User": "carol"})
+    problem(r, 429, "rate_limited")
+    # The per-sale bucket (2 per minute, burst 2) refused: a token every 30 s,
+    # and full again one interval after that.
+    assert (r.headers["RateLimit-Limit"], r.headers["RateLimit-Remaining"]) == ("2", "0")
+    assert 25 <= int(r.headers["Retry-After"]) <= 30
+    assert 55 <= int(r.headers["RateLimit-Reset"]) <= 60
+
+
 def test_backend_unavailable_is_503_with_retry_after() -> None:
     from .redis_server import free_port
 

@@ -8,7 +8,8 @@
 -- ARGV[7] per-sale interval ms (0 = off)  ARGV[8] per-sale burst
 -- ARGV[9] events channel ('' = no sold-out event)
 --
--- Reply: {status, ticket id or '', remaining or -1, retry after ms}
+-- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
+-- rate_limited, the second field names the bucket that refused: user or sale.
 -- Order of checks: sale exists, idempotency (the same ticket again), window
 -- (on Redis TIME), per-user limit, stock, token buckets (a sold-out answer
 -- beats a throttled one: it tells the client not to retry). Only a queued
@@ -39,12 +40,12 @@ local user_tat, sale_tat
 if user_interval > 0 then
   local wait
   wait, user_tat = gcra_check(KEYS[5], user_interval, tonumber(ARGV[6]), now)
-  if wait > 0 then return {'rate_limited', '', remaining, wait} end
+  if wait > 0 then return {'rate_limited', 'user', remaining, wait} end
 end
 if sale_interval > 0 then
   local wait
   wait, sale_tat = gcra_check(KEYS[6], sale_interval, tonumber(ARGV[8]), now)
-  if wait > 0 then return {'rate_limited', '', remaining, wait} end
+  if wait > 0 then return {'rate_limited', 'sale', remaining, wait} end
 end
 
 if user_tat then gcra_commit(KEYS[5], user_tat, now) end

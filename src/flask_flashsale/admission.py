@@ -92,6 +92,13 @@ class LuaStrategy:
         )
         status, ticket, remaining, wait_ms = reply
         remaining = int(remaining)
+        if status == "rate_limited":
+            return Admission(
+                status=status,
+                remaining=remaining,
+                retry_after=int(wait_ms) / 1000.0,
+                throttled_by=ticket,
+            )
         return Admission(
             status=status,
             ticket_id=ticket or None,

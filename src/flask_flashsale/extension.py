@@ -58,14 +58,19 @@ class FlashSaleState:
         self.sales = SaleStore(self.client, self.keys, self.scripts)
         user_rate = settings.order_rate_per_user
         sale_rate = settings.order_rate_per_sale
+        #: Admission throttles by bucket (``"user"``, ``"sale"``), ``None`` when off.
+        self.order_rates: dict[str, Rate | None] = {
+            "user": parse_rate(user_rate) if user_rate else None,
+            "sale": parse_rate(sale_rate) if sale_rate else None,
+        }
         #: The inventory strategy that admits orders (``FLASHSALE_INVENTORY_STRATEGY``).
         self.strategy: InventoryStrategy = build_strategy(settings, LuaStrategy(
             self.client,
             self.keys,
             self.scripts["admission"],
             ticket_ttl=settings.ticket_ttl,
-            user_rate=parse_rate(user_rate) if user_rate else None,
-            sale_rate=parse_rate(sale_rate) if sale_rate else None,
+            user_rate=self.order_rates["user"],
+            sale_rate=self.order_rates["sale"],
             events_channel=self.keys.events_channel(),
         ), self.scripts["lock_acquire"])
         #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.

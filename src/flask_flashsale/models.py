@@ -125,6 +125,9 @@ class Admission:
     remaining: int | None = None
     #: Seconds until a retry may succeed (``not_started``, ``rate_limited``, ``busy``).
     retry_after: float | None = None
+    #: Which admission throttle refused a ``rate_limited`` attempt: ``"user"``
+    #: (:data:`FLASHSALE_ORDER_RATE_PER_USER`) or ``"sale"`` (``..._PER_SALE``).
+    throttled_by: Literal["user", "sale"] | None = None
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,7 @@ can produce a 500 or reach Redis unvalidated.
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -21,6 +22,7 @@ from .openapi import openapi_document
 if TYPE_CHECKING:
     from .extension import FlashSale
     from .models import Admission
+    from .ratelimit import Rate
 
 _REFUSALS: dict[str, type[FlashSaleError]] = {
     "sold_out": errors.SoldOut,
@@ -89,13 +91,26 @@ def cache_control(max_age: int) -> str:
     return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
 
 
-def refusal(admission: Admission) -> FlashSaleError:
-    """The problem+json error for an admission that was not ``queued``/``duplicate``."""
+def refusal(admission: Admission, rate: Rate | None = None) -> FlashSaleError:
+    """The problem+json error for an admission that was not ``queued``/``duplicate``.
+
+    ``rate`` is the admission throttle that refused a ``rate_limited``
+    attempt; it gives the ``RateLimit-*`` headers of the 429.
+    """
     cls = _REFUSALS.get(admission.status, errors.BackendUnavailable)
     extra: dict[str, Any] = {}
     if admission.remaining is not None and cls is not errors.SaleNotFound:
         extra["remaining"] = admission.remaining
-    return cls(retry_after=admission.retry_after, **extra)
+    headers: dict[str, str] = {}
+    if rate is not None and admission.retry_after is not None:
+        # The bucket is empty; it is full again (burst - 1) intervals after the next token.
+        full_in = admission.retry_after + rate.interval_ms * (rate.burst - 1) / 1000.0
+        headers = {
+            "RateLimit-Limit": str(rate.burst),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(math.ceil(full_in)),
+        }
+    return cls(retry_after=admission.retry_after, headers=headers, **extra)
 
 
 def create_blueprint(ext: FlashSale) -> Blueprint:
@@ -140,7 +155,10 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
         key = request.headers.get("Idempotency-Key")
         admission = ext.place_order(sale_id, user_id, quantity, key)
         if not admission.ok:
-            raise refusal(admission)
+            rate = None
+            if admission.throttled_by is not None:
+                rate = ext.state().order_rates[admission.throttled_by]
+            raise refusal(admission, rate)
         ticket_id = admission.ticket_id
         location = f"{request.script_root}{settings.url_prefix}/orders/{ticket_id}"
         headers = {"Location": location}
