@@ -28,6 +28,7 @@ from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
 from .signals import (
     order_admitted,
+    order_cancelled,
     order_confirmed,
     order_failed,
     request_rate_limited,
@@ -60,6 +61,7 @@ __all__ = [
     "Ticket",
     "TicketNotFound",
     "order_admitted",
+    "order_cancelled",
     "order_confirmed",
     "order_failed",
     "request_rate_limited",

@@ -15,9 +15,11 @@ from .connection import client_from_settings
 from .errors import NotInitializedError, TicketNotFound
 from .keys import Keys, split_ticket_id
 from .models import Admission, Order, Sale, Ticket
+from .orders import OrderQueue
 from .ratelimit import parse_rate
 from .sales import SaleStore
 from .scripts import register
+from .worker import InlineWorker, Worker
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
@@ -55,6 +57,11 @@ class FlashSaleState:
             user_rate=parse_rate(user_rate) if user_rate else None,
             sale_rate=parse_rate(sale_rate) if sale_rate else None,
         )
+        #: The order queue (cancel, dead letters, queue stats) on the app's client.
+        self.orders = OrderQueue(self.client, self.keys, ticket_ttl=settings.ticket_ttl)
+        #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
+        #: ``state.inline_worker.stop()`` stops it.
+        self.inline_worker: InlineWorker | None = None
         secret = settings.secret or app.config.get("SECRET_KEY")
         self._secret: bytes | None = (
             (secret if isinstance(secret, bytes) else str(secret).encode()) if secret else None
@@ -95,6 +102,8 @@ class FlashSale:
         app.extensions["flashsale"] = FlashSaleState(self, app, settings)
         app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix)
         install_error_handlers(app, settings.url_prefix)
+        if settings.inline_worker:
+            app.extensions["flashsale"].inline_worker = InlineWorker(app)
 
     def identity_loader(self, fn: F) -> F:
         """Register the function that returns the current buyer's id (``None``: 401).
@@ -242,3 +251,40 @@ class FlashSale:
             status=data["s"],
             reason=data.get("r") or None,
         )
+
+    def cancel(self, ticket_id: str, *, reason: str = "cancelled") -> bool:
+        """Cancel an order and give its stock and the buyer's count back, exactly once.
+
+        For a payment timeout or a refund. Returns True if this call gave the
+        stock back, False if the order was already cancelled or had failed
+        (concurrent calls: exactly one returns True). The ticket becomes
+        ``cancelled`` with ``reason``, and the worker never turns it back into
+        ``confirmed``; an order cancelled while still queued is not handed to
+        the hook (unless a worker already has it in hand). Raises
+        :class:`~flask_flashsale.TicketNotFound` for an unknown or expired ticket.
+        """
+        cancelled = self.state().orders.cancel(ticket_id, reason)
+        if cancelled and signals.order_cancelled.receivers:
+            signals.order_cancelled.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                ticket_id=ticket_id,
+                reason=reason,
+            )
+        return cancelled
+
+    # -- worker ---------------------------------------------------------------
+
+    def run_worker(
+        self, *, burst: bool = False, concurrency: int = 1, name: str | None = None
+    ) -> int:
+        """Process the order queue in this process; return how many orders it settled.
+
+        Reads every sale's stream (new sales are found without a restart),
+        calls :meth:`order_handler` inside an app context, then confirms the
+        ticket and acknowledges the order in one script. ``burst=True`` drains
+        the queue and returns; otherwise it runs until SIGTERM/SIGINT (the order
+        in hand is finished first; a second signal stops at once).
+        ``concurrency`` consumer threads share the work. See :doc:`worker`.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return Worker(app, name=name, burst=burst, concurrency=concurrency).run()
