@@ -188,9 +188,11 @@ class Worker:
                 block = None if self.polling or self.burst else int(self.tick * 1000)
                 batch = self.queue.read(c.name, sales, block_ms=block)
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # A sale was deleted (and maybe re-created) under our feet: its
+            # stream or group is gone, or our blocked read on it was unblocked.
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            self._forget_groups()  # a sale was deleted (and maybe re-created)
+            self._forget_groups()
             return 0
         for d in batch:
             c.in_hand[d.entry_id] = d
