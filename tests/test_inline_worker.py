@@ -6,6 +6,7 @@ import gc
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,16 @@ def test_the_inline_thread_ends_once_its_app_is_garbage_collected() -> None:
     inline = FlashSale.state(app).inline_worker
     assert inline is not None
     thread = inline.thread
+    app_ref = weakref.ref(app)
     del app, ext, inline
-    gc.collect()
+
+    def collected() -> bool:
+        # The thread holds its worker (and so the app) while it takes a turn:
+        # collect again until a collection lands between two turns.
+        gc.collect()
+        return app_ref() is None
+
+    wait_until(collected, timeout=10, interval=0.05)
     thread.join(10)
     assert not thread.is_alive()
 

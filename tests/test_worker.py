@@ -359,3 +359,28 @@ def test_worker_names_are_validated(make_app: MakeApp) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Worker(app, concurrency=0)
 
+
+
+def test_a_long_list_of_live_orders_cannot_hide_a_dead_workers_order(
+    make_app: MakeApp, redis_client: redis_lib.Redis
+) -> None:
+    app, ext = make_app(**FAST)
+    key = STREAM.format("hot")
+    with app.app_context():
+        ext.create_sale("hot", stock=151)
+        tickets = admit(ext, "hot", [f"user{i}" for i in range(151)])
+        queue = ext.state().orders
+        assert queue.ensure_group("hot")
+    redis_client.xreadgroup("workers", "ghost", {key: ">"})
+    time.sleep(0.6)  # every entry is now idle past FLASHSALE_CLAIM_IDLE...
+    live = [entry_id for entry_id, _ in redis_client.xrange(key)][:150]
+    redis_client.xclaim(key, "workers", "live", 0, live, justid=True)  # ...but these 150 are held
+    # XAUTOCLAIM looks at COUNT * 10 pending entries per call: the first scan
+    # stops inside the live ones, the next one resumes there and finds the dead one.
+    first, cursor = queue.claim("rescuer", "hot", idle_ms=500, count=10)
+    assert first == []
+    assert cursor != "0-0"
+    second, cursor = queue.claim("rescuer", "hot", idle_ms=500, count=10, cursor=cursor)
+    assert [d.ticket_id for d in second] == [tickets[150]]
+    assert second[0].attempt == 2
+    assert cursor == "0-0"

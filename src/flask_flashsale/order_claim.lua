@@ -2,13 +2,15 @@
 --
 -- KEYS[1] orders stream   KEYS[2] retry schedule (zset: entry id -> due ms)
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] claim idle ms   ARGV[4] count
--- ARGV[5] prune ms (0: skip step 3)
+-- ARGV[5] prune ms (0: skip step 3)   ARGV[6] XAUTOCLAIM cursor ('0-0': from the start)
 --
 -- 1. Retries that are due (a hook failed and its backoff has passed): XCLAIM
 --    them from whichever consumer holds them.
 -- 2. Orders pending on any consumer for longer than the claim idle time (a
 --    worker died mid-order): XAUTOCLAIM. A live worker renews the orders in its
---    hands (order_touch.lua), so those never look idle.
+--    hands (order_touch.lua), so those never look idle. The scan resumes
+--    where the previous one stopped (XAUTOCLAIM looks at COUNT * 10 entries at
+--    most), so a long list of live orders cannot hide a dead worker's one.
 -- Both steps take what they claim off the retry schedule inside this one
 -- atomic script, so the two paths never hand one entry to two consumers.
 -- Every claim increments the entry's delivery count in Redis; the reply
@@ -17,7 +19,7 @@
 --    removed (a killed worker leaves its name in the group; pending entries
 --    are never dropped, since only empty consumers are deleted).
 --
--- Reply: flat list {id, {field, value, ...}, deliveries, id, ...}
+-- Reply: {next cursor, {id, {field, value, ...}, deliveries, id, ...}}
 local group, consumer = ARGV[1], ARGV[2]
 local count = tonumber(ARGV[4])
 local out = {}
@@ -38,10 +40,12 @@ for _, id in ipairs(due) do
   take(claimed[1])
 end
 
+local cursor = ARGV[6]
 local room = count - #out / 3
 if room > 0 then
-  local auto = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], '0-0',
+  local auto = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], cursor,
                           'COUNT', room)
+  cursor = auto[1]
   for _, entry in ipairs(auto[2]) do take(entry) end
 end
 
@@ -55,4 +59,4 @@ if prune > 0 then
     end
   end
 end
-return out
+return {cursor, out}

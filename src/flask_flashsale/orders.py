@@ -189,17 +189,28 @@ class OrderQueue:
         return out
 
     def claim(
-        self, consumer: str, sale_id: str, *, idle_ms: int, count: int, prune_ms: int = 0
-    ) -> list[Delivery]:
-        """Retries now due and orders idle on a dead consumer, claimed for ``consumer``."""
-        flat = self._claim(
+        self,
+        consumer: str,
+        sale_id: str,
+        *,
+        idle_ms: int,
+        count: int,
+        prune_ms: int = 0,
+        cursor: str = "0-0",
+    ) -> tuple[list[Delivery], str]:
+        """Retries now due and orders idle on a dead consumer, claimed for ``consumer``.
+
+        Returns the deliveries and the cursor the next claim should start from.
+        """
+        next_cursor, flat = self._claim(
             keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
-            args=[GROUP, consumer, idle_ms, count, prune_ms],
+            args=[GROUP, consumer, idle_ms, count, prune_ms, cursor],
         )
-        return [
+        deliveries = [
             Delivery(sale_id, str(flat[i]), _fields(flat[i + 1]), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
         ]
+        return deliveries, str(next_cursor)
 
     def touch(self, consumer: str, sale_id: str, entry_ids: list[str]) -> int:
         """Renew ``consumer``'s hold on entries in its hands; return how many it still holds."""

@@ -62,12 +62,14 @@ def default_name() -> str:
 class _Consumer:
     """One member of the consumer group: a loop's name and the orders in its hands."""
 
-    __slots__ = ("in_hand", "name", "next_claim")
+    __slots__ = ("cursors", "in_hand", "name", "next_claim")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.in_hand: dict[str, Delivery] = {}
         self.next_claim = 0.0
+        #: Where the next XAUTOCLAIM scan of each sale's pending list resumes.
+        self.cursors: dict[str, str] = {}
 
 
 class Worker:
@@ -153,7 +155,10 @@ class Worker:
         heart.daemon = True
         log.info("worker %s started (%d consumer(s))", self.name, len(self._consumers))
         try:
-            self._beat()
+            try:
+                self._beat()
+            except redis.RedisError as exc:  # the loop waits for Redis to come back
+                log.warning("worker %s: Redis unavailable at start: %s", self.name, exc)
             heart.start()
             if len(self._consumers) == 1:
                 self._work(self._consumers[0])
@@ -353,8 +358,15 @@ class Worker:
         batch: list[Delivery] = []
         full = False
         for sale_id in sales:
-            got = self.queue.claim(c.name, sale_id, idle_ms=idle, count=CLAIM_BATCH, prune_ms=prune)
-            full = full or len(got) == CLAIM_BATCH
+            got, c.cursors[sale_id] = self.queue.claim(
+                c.name,
+                sale_id,
+                idle_ms=idle,
+                count=CLAIM_BATCH,
+                prune_ms=prune,
+                cursor=c.cursors.get(sale_id, "0-0"),
+            )
+            full = full or len(got) == CLAIM_BATCH or c.cursors[sale_id] != "0-0"
             batch += got
         c.next_claim = now if full else now + self.tick
         return batch
