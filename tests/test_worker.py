@@ -15,6 +15,7 @@ import redis as redis_lib
 from flask import Flask
 
 from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirmed, order_failed
+from flask_flashsale.orders import GROUP
 from flask_flashsale.worker import Worker
 
 from .worker_host import FAST, wait_until, worker_thread
@@ -323,16 +324,19 @@ def test_a_stopped_worker_leaves_the_registry_and_the_group(
 ) -> None:
     app, ext = make_app(**FAST)
     ext.order_handler(lambda order: None)
+    key = STREAM.format("tee")
     with app.app_context():
         ext.create_sale("tee", stock=1)
-    with worker_thread(app, name="w1"):
-        wait_until(lambda: redis_client.sismember("flashsale:workers", "w1"))
-        info = redis_client.hgetall("flashsale:worker:w1")
-        assert info["state"] in ("idle", "busy")
+        (ticket,) = admit(ext, "tee", ["alice"])
+    with worker_thread(app, name="w1"), app.app_context():
+        wait_until(lambda: ext.get_ticket(ticket).status == "confirmed")  # type: ignore[union-attr]
+        assert redis_client.sismember("flashsale:workers", "w1")
+        assert redis_client.hget("flashsale:worker:w1", "state") in ("idle", "busy")
+        assert [c["name"] for c in redis_client.xinfo_consumers(key, GROUP)] == ["w1"]
     assert not redis_client.sismember("flashsale:workers", "w1")
     assert not redis_client.exists("flashsale:worker:w1")
     # A clean exit also leaves the group: no stale consumer is left behind.
-    assert redis_client.xinfo_consumers(STREAM.format("tee"), "workers") == []
+    assert redis_client.xinfo_consumers(key, GROUP) == []
 
 
 def test_deleting_a_sale_while_a_worker_runs_does_not_stop_it(make_app: MakeApp) -> None:
