@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import redis as redis_lib
 from flask import Flask
 
 from flask_flashsale import FlashSale
-from flask_flashsale.worker import Worker
+from flask_flashsale.worker import SIGNAL_REPEAT_WINDOW, Worker
 
 from .worker_host import WorkerProcess, create_app, init_db, rows, wait_until
 
@@ -174,6 +175,7 @@ def test_a_second_signal_stops_at_once_and_the_order_is_redelivered(
         wait_until(lambda: (tmp_path / "stuck").exists(), timeout=30)
         worker.signal(signal.SIGINT)
         wait_until(lambda: "finishing the order in hand" in worker.output(), timeout=10)
+        time.sleep(SIGNAL_REPEAT_WINDOW + 0.1)  # a repeat within the window is the same request
         worker.signal(signal.SIGINT)
         code = worker.wait(15)  # far less than the hook's 60 s
     except subprocess.TimeoutExpired:
@@ -185,3 +187,31 @@ def test_a_second_signal_stops_at_once_and_the_order_is_redelivered(
     assert Worker(app, name="next", burst=True).run() == ORDERS
     assert sorted(order_id for (order_id,) in rows(db, "SELECT id FROM orders")) == sorted(tickets)
     assert statuses(app, ext, tickets) == Counter({"confirmed": ORDERS})
+
+
+@pytest.mark.slow
+def test_one_signal_delivered_twice_at_once_is_still_a_graceful_stop(
+    host: tuple[Flask, FlashSale, list[str]],
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis_lib.Redis,
+) -> None:
+    # `timeout`, shells and process managers often signal the worker and its
+    # process group: the same request arrives twice within microseconds.
+    _, _, tickets = host
+    db = tmp_path / "host.sqlite3"
+    worker = start_worker(
+        tmp_path, redis_url, "wrapped", STUCK_ORDER=tickets[0], STUCK_SECONDS="1", CLAIM_IDLE="30"
+    )
+    try:
+        wait_until(lambda: (tmp_path / "stuck").exists(), timeout=30)
+        worker.signal(signal.SIGTERM)
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(30)
+        output = worker.output()
+    finally:
+        worker.close()
+    assert code == 0, output
+    assert rows(db, "SELECT id FROM orders") == [(tickets[0],)]
+    assert redis_client.xpending("flashsale:{drop}:orders", "workers")["pending"] == 0
+    assert output.count("finishing the order in hand") == 1

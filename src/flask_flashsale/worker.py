@@ -49,6 +49,10 @@ POLL_INTERVAL = 0.05
 CLAIM_BATCH = 10
 #: A consumer with nothing pending and idle this long is removed from the group.
 PRUNE_AFTER = 3600.0
+#: A signal repeated within this many seconds is the same request: wrappers
+#: such as ``timeout`` or a shell deliver one signal to the worker and to its
+#: process group. A later second signal stops the worker at once.
+SIGNAL_REPEAT_WINDOW = 0.5
 #: Worker names: they end up in key names and in the consumer group.
 WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
 
@@ -130,6 +134,7 @@ class Worker:
         self._next_beat = 0.0
         self._started = int(time.time() * 1000)
         self._errors: list[BaseException] = []
+        self._signalled_at: float | None = None
         #: Orders settled by outcome: ``confirmed``, ``failed``, ``settled``, plus ``retried``.
         self.counts: dict[str, int] = dict.fromkeys(
             ("confirmed", "failed", "settled", "retried"), 0
@@ -428,12 +433,15 @@ class Worker:
             signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping.is_set():
+        now = time.monotonic()
+        if self._signalled_at is None:
+            self._signalled_at = now
+            self._stopping.set()
+            name = signal.Signals(signum).name
+            log.info("worker %s: %s, finishing the order in hand", self.name, name)
+        elif now - self._signalled_at > SIGNAL_REPEAT_WINDOW:
             log.warning("worker %s: second signal, stopping now", self.name)
             raise SystemExit(1)  # the order in hand stays pending: another worker claims it
-        name = signal.Signals(signum).name
-        log.info("worker %s: %s, finishing the order in hand", self.name, name)
-        self._stopping.set()
 
 
 _BLOCKING_SCHEMES = ("redis", "rediss", "unix")
