@@ -190,3 +190,25 @@ def test_there_is_no_inline_worker_by_default_with_a_real_redis(redis_url: str) 
     app.config["FLASHSALE_REDIS_URL"] = redis_url
     FlashSale(app)
     assert FlashSale.state(app).inline_worker is None
+
+
+def test_the_inline_worker_can_run_against_a_real_redis(redis_url: str) -> None:
+    app = Flask("real-inline")
+    app.config.update(
+        FLASHSALE_REDIS_URL=redis_url, FLASHSALE_INLINE_WORKER=True, FLASHSALE_CLAIM_IDLE=0.5
+    )
+    ext = FlashSale(app)
+    seen: list[str] = []
+    ext.order_handler(lambda order: seen.append(order.id))
+    inline = FlashSale.state(app).inline_worker
+    assert inline is not None
+    assert not inline.worker.polling  # blocking reads on its own connection pool
+    try:
+        with app.app_context():
+            ext.create_sale("tee", stock=1)
+            ticket = ext.place_order("tee", "alice").ticket_id
+            assert ticket is not None
+            wait_until(lambda: ext.get_ticket(ticket).status == "confirmed")  # type: ignore[union-attr]
+        assert seen == [ticket]
+    finally:
+        stop(app)
