@@ -4,9 +4,19 @@ Run it (embedded ``memory://`` store, no Redis server needed)::
 
     pip install -e '.[memory]' && flask --app examples/shop/app.py run
 
-Open http://127.0.0.1:5000, pick a name, press Buy. Set
-``FLASHSALE_REDIS_URL=redis://localhost:6379/0`` in the environment to use a
-real Redis (then run ``flask --app examples/shop/app.py flashsale worker``).
+Open http://127.0.0.1:5000, pick a name, press Buy. In ``memory://`` mode the
+extension runs its worker as a thread inside the web process
+(``FLASHSALE_INLINE_WORKER``), so the order goes from the ticket to a row in
+the shop's own SQLite table with nothing else to start.
+
+With a real Redis, run the worker as its own process (as many as you like)::
+
+    export FLASHSALE_REDIS_URL=redis://localhost:6379/0
+    flask --app examples/shop/app.py run
+    flask --app examples/shop/app.py flashsale worker
+
+Flask finds the ``create_app`` factory by itself; a WSGI server takes
+``'examples.shop.app:create_app()'``.
 """
 
 from __future__ import annotations
@@ -204,5 +214,3 @@ def confirmed_units(sale_id: str) -> dict[str, int]:
     )
     return {user: int(units) for user, units in rows.fetchall()}
 
-
-app = create_app()

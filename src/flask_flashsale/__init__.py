@@ -30,6 +30,7 @@ from .models import Admission, Order, Sale, Ticket
 from .signals import (
     breaker_state_changed,
     order_admitted,
+    order_cancelled,
     order_confirmed,
     order_failed,
     request_rate_limited,
@@ -64,6 +65,7 @@ __all__ = [
     "TicketNotFound",
     "breaker_state_changed",
     "order_admitted",
+    "order_cancelled",
     "order_confirmed",
     "order_failed",
     "request_rate_limited",

@@ -156,9 +156,7 @@ class CircuitBreaker:
         with self._lock:
             self.failures += 1
             change = None
-            if self.state is HALF_OPEN or (
-                self.state is CLOSED and self.failures >= self.fail_max
-            ):
+            if self.state is HALF_OPEN or (self.state is CLOSED and self.failures >= self.fail_max):
                 self._opened_at = self._clock()
                 self.opened += 1
                 change = self._set(OPEN)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .errors import ConfigurationError, FlashSaleError
+from .errors import ConfigurationError, FlashSaleError, SaleNotFound
 from .extension import FlashSale
+from .registry import live_workers
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
 
@@ -95,3 +97,116 @@ def reconcile_command(sale_id: str | None, fix: bool) -> None:
             click.echo(line)
     if any(not r.ok and not r.fixed for r in reports):
         raise SystemExit(1)
+
+
+@flashsale_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Process what is queued, then exit.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Consumer threads in this process.",
+)
+@click.option("--name", default=None, help="Worker name, unique among live workers.")
+def worker_command(burst: bool, concurrency: int, name: str | None) -> None:
+    """Hand admitted orders to the app's order handler.
+
+    Runs until SIGTERM/SIGINT: the order in hand is finished, then the worker
+    exits 0 (a second signal stops at once). With --burst it exits once every
+    sale's queue is empty.
+    """
+    logger = logging.getLogger("flask_flashsale")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        _ext().run_worker(burst=burst, concurrency=concurrency, name=name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc.description)) from None
+
+
+@flashsale_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status_command(as_json: bool) -> None:
+    """Show each sale's stock and queue, and the live workers."""
+    state = FlashSale.state(current_app)
+    sales = {s.id: s for s in state.sales.list()}
+    queues = state.orders.stats(sorted(sales))
+    workers = live_workers(state.client, state.keys)
+    if as_json:
+        doc = {
+            "sales": [
+                {
+                    **q.to_dict(),
+                    "remaining": sales[q.sale_id].remaining,
+                    "stock": sales[q.sale_id].stock,
+                }
+                for q in queues
+            ],
+            "workers": [w.to_dict() for w in workers],
+        }
+        click.echo(json.dumps(doc))
+        return
+    click.echo(
+        f"{'SALE':<24} {'LEFT/STOCK':>12} {'QUEUED':>7} {'PENDING':>8} {'LAG':>7}"
+        f" {'RETRYING':>9} {'DEAD':>6}"
+    )
+    for q in queues:
+        sale = sales[q.sale_id]
+        left = f"{sale.remaining}/{sale.stock}"
+        click.echo(
+            f"{q.sale_id:<24} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
+            f" {q.retrying:>9} {q.dead_letters:>6}"
+        )
+    click.echo(f"\n{len(workers)} live worker(s)")
+    for w in workers:
+        click.echo(
+            f"  {w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
+            f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
+        )
+
+
+@flashsale_cli.command("dead-letters")
+@click.argument("sale_id", required=False)
+@click.option(
+    "--requeue",
+    "entry_id",
+    default=None,
+    metavar="ENTRY_ID",
+    help="Put this dead letter of SALE_ID back on the queue (takes its stock again).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def dead_letters_command(sale_id: str | None, entry_id: str | None, as_json: bool) -> None:
+    """List orders that failed for good (all sales, or SALE_ID), or requeue one."""
+    state = FlashSale.state(current_app)
+    if entry_id is not None:
+        if sale_id is None:
+            raise click.UsageError("--requeue needs the SALE_ID the dead letter belongs to")
+        try:
+            outcome = state.orders.requeue(sale_id, entry_id)
+        except SaleNotFound as exc:
+            raise click.ClickException(str(exc.description)) from None
+        if outcome != "queued":
+            raise click.ClickException(f"not requeued: {outcome}")
+        click.echo(f"{sale_id} {entry_id}: requeued")
+        return
+    sale_ids = [sale_id] if sale_id else state.orders.sale_ids()
+    try:
+        letters = [d for s in sale_ids for d in state.orders.dead_letters(s)]
+    except SaleNotFound as exc:
+        raise click.BadParameter(str(exc.description)) from None
+    for d in letters:
+        if as_json:
+            click.echo(json.dumps(d.to_dict()))
+        else:
+            click.echo(
+                f"{d.sale_id} {d.entry_id} ticket={d.ticket_id} user={d.user_id}"
+                f" qty={d.quantity} attempts={d.attempts} reason={d.reason}"
+            )
+    if not as_json:
+        click.echo(f"{len(letters)} dead letter(s)", err=True)

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_CACHE_TTL": 1.0,
     "FLASHSALE_MAX_ATTEMPTS": 5,
     "FLASHSALE_CLAIM_IDLE": 30.0,
+    "FLASHSALE_RETRY_BACKOFF": 1.0,
     "FLASHSALE_INLINE_WORKER": None,
     "FLASHSALE_REDIS_POOL_SIZE": 50,
     "FLASHSALE_REDIS_SOCKET_TIMEOUT": 0.5,
@@ -57,6 +58,7 @@ class Settings:
     cache_ttl: float
     max_attempts: int
     claim_idle: float
+    retry_backoff: float
     inline_worker: bool
     pool_size: int
     socket_timeout: float
@@ -129,6 +131,7 @@ def load(config: Any) -> Settings:
         cache_ttl=_number(config, "FLASHSALE_CACHE_TTL", float, 0),
         max_attempts=_number(config, "FLASHSALE_MAX_ATTEMPTS", int, 1),
         claim_idle=_number(config, "FLASHSALE_CLAIM_IDLE", float, 0),
+        retry_backoff=_number(config, "FLASHSALE_RETRY_BACKOFF", float, 0),
         inline_worker=bool(inline),
         pool_size=_number(config, "FLASHSALE_REDIS_POOL_SIZE", int, 1),
         socket_timeout=_number(config, "FLASHSALE_REDIS_SOCKET_TIMEOUT", float, 0.001),

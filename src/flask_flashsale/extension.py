@@ -18,11 +18,13 @@ from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
 from .models import Admission, Order, Sale, Ticket
+from .orders import OrderQueue
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
 from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
 from .sales import SaleStore
 from .scripts import register
 from .strategies import InventoryStrategy, build_strategy
+from .worker import InlineWorker, Worker
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
@@ -64,15 +66,19 @@ class FlashSaleState:
             "sale": parse_rate(sale_rate) if sale_rate else None,
         }
         #: The inventory strategy that admits orders (``FLASHSALE_INVENTORY_STRATEGY``).
-        self.strategy: InventoryStrategy = build_strategy(settings, LuaStrategy(
-            self.client,
-            self.keys,
-            self.scripts["admission"],
-            ticket_ttl=settings.ticket_ttl,
-            user_rate=self.order_rates["user"],
-            sale_rate=self.order_rates["sale"],
-            events_channel=self.keys.events_channel(),
-        ), self.scripts["lock_acquire"])
+        self.strategy: InventoryStrategy = build_strategy(
+            settings,
+            LuaStrategy(
+                self.client,
+                self.keys,
+                self.scripts["admission"],
+                ticket_ttl=settings.ticket_ttl,
+                user_rate=self.order_rates["user"],
+                sale_rate=self.order_rates["sale"],
+                events_channel=self.keys.events_channel(),
+            ),
+            self.scripts["lock_acquire"],
+        )
         #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.
         self.cache = SaleCache(
             settings.cache_ttl,
@@ -80,6 +86,11 @@ class FlashSaleState:
             channel=self.keys.events_channel(),
             subscriber=Subscriber(events_client(self.client, settings), self.keys.events_channel()),
         )
+        #: The order queue (cancel, dead letters, queue stats) on the app's client.
+        self.orders = OrderQueue(self.client, self.keys, ticket_ttl=settings.ticket_ttl)
+        #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
+        #: ``state.inline_worker.stop()`` stops it.
+        self.inline_worker: InlineWorker | None = None
         secret = settings.secret or app.config.get("SECRET_KEY")
         self._secret: bytes | None = (
             (secret if isinstance(secret, bytes) else str(secret).encode()) if secret else None
@@ -131,6 +142,8 @@ class FlashSale:
         app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix)
         install_error_handlers(app, settings.url_prefix)
         app.extensions["flashsale"].limiter.install(app)
+        if settings.inline_worker:
+            app.extensions["flashsale"].inline_worker = InlineWorker(app)
 
     def identity_loader(self, fn: F) -> F:
         """Register the function that returns the current buyer's id (``None``: 401).
@@ -342,6 +355,7 @@ class FlashSale:
         """
         self._limit_exempt_when = fn
         return fn
+
     # -- consistency ----------------------------------------------------------
 
     def lock(
@@ -400,3 +414,40 @@ class FlashSale:
         return [
             reconciler.run(check_sale_id(sid), self._reconcile_source, fix=fix) for sid in sale_ids
         ]
+
+    def cancel(self, ticket_id: str, *, reason: str = "cancelled") -> bool:
+        """Cancel an order and give its stock and the buyer's count back, exactly once.
+
+        For a payment timeout or a refund. Returns True if this call gave the
+        stock back, False if the order was already cancelled or had failed
+        (concurrent calls: exactly one returns True). The ticket becomes
+        ``cancelled`` with ``reason``, and the worker never turns it back into
+        ``confirmed``; an order cancelled while still queued is not handed to
+        the hook (unless a worker already has it in hand). Raises
+        :class:`~flask_flashsale.TicketNotFound` for an unknown or expired ticket.
+        """
+        cancelled = self.state().orders.cancel(ticket_id, reason)
+        if cancelled and signals.order_cancelled.receivers:
+            signals.order_cancelled.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                ticket_id=ticket_id,
+                reason=reason,
+            )
+        return cancelled
+
+    # -- worker ---------------------------------------------------------------
+
+    def run_worker(
+        self, *, burst: bool = False, concurrency: int = 1, name: str | None = None
+    ) -> int:
+        """Process the order queue in this process; return how many orders it settled.
+
+        Reads every sale's stream (new sales are found without a restart),
+        calls :meth:`order_handler` inside an app context, then confirms the
+        ticket and acknowledges the order in one script. ``burst=True`` drains
+        the queue and returns; otherwise it runs until SIGTERM/SIGINT (the order
+        in hand is finished first; a second signal stops at once).
+        ``concurrency`` consumer threads share the work. See :doc:`worker`.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return Worker(app, name=name, burst=burst, concurrency=concurrency).run()

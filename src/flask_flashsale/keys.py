@@ -8,8 +8,11 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:t:<token>       hash: one ticket (expires after FLASHSALE_TICKET_TTL)
     <prefix>:{<sale>}:orders          stream: admitted orders, read by the worker group
     <prefix>:{<sale>}:dead            stream: orders that failed for good
+    <prefix>:{<sale>}:retry           zset: stream entry id -> when its next attempt is due (ms)
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
+    <prefix>:workers                  set of worker names (registry for ``flashsale status``)
+    <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
 """
 
 from __future__ import annotations
@@ -78,6 +81,18 @@ class Keys:
     def dead(self, sale_id: str) -> str:
         """Dead-letter stream."""
         return f"{self.prefix}:{{{sale_id}}}:dead"
+
+    def retry(self, sale_id: str) -> str:
+        """Retry schedule of the worker group: entry id -> due time (ms)."""
+        return f"{self.prefix}:{{{sale_id}}}:retry"
+
+    def workers(self) -> str:
+        """Set of registered worker names."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        """Heartbeat hash of one worker."""
+        return f"{self.prefix}:worker:{name}"
 
     def bucket(self, sale_id: str, name: str) -> str:
         """Token bucket inside the sale's slot (admission throttles)."""

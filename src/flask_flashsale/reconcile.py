@@ -109,9 +109,7 @@ class SaleReconciliation:
             for ticket in u.stale_tickets:
                 lines.append(f"    ticket {ticket} confirmed in Redis, not in the host")
         if self.remaining_delta:
-            lines.append(
-                f"  remaining {self.remaining} -> {self.remaining + self.remaining_delta}"
-            )
+            lines.append(f"  remaining {self.remaining} -> {self.remaining + self.remaining_delta}")
         for user in self.in_flight:
             lines.append(f"  {user}: changed during the check, left alone")
         lines.extend(f"  {note}" for note in self.notes)
@@ -154,8 +152,7 @@ def _snapshot(client: Any, base: str) -> _Snapshot | None:
     """Sale, buyers and tickets of one sale, read in one MULTI/EXEC."""
     prefix = base + "t:"
     tokens = [
-        key[len(prefix) :]
-        for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000)
+        key[len(prefix) :] for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000)
     ]
     pipe = client.pipeline(transaction=True)
     pipe.hmget(base + "sale", "stock", "remaining")

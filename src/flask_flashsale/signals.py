@@ -22,6 +22,10 @@ order_confirmed = _signals.signal("flashsale.order-confirmed")
 #: Sender: the app; kwargs: ``order``, ``reason``.
 order_failed = _signals.signal("flashsale.order-failed")
 
+#: Sent by :meth:`FlashSale.cancel` when it cancelled an order (stock given
+#: back). Sender: the app; kwargs: ``ticket_id``, ``reason``.
+order_cancelled = _signals.signal("flashsale.order-cancelled")
+
 #: Sent when an admission takes the last unit of a sale. Sender: the app;
 #: kwargs: ``sale_id``.
 sale_sold_out = _signals.signal("flashsale.sale-sold-out")

@@ -1,0 +1,24 @@
+-- Cancel an order (payment timeout, refund): give its stock and the buyer's
+-- count back, exactly once, atomically with admissions and the worker.
+--
+-- KEYS[1] ticket hash   KEYS[2] sale hash   KEYS[3] users hash
+-- ARGV[1] reason   ARGV[2] events channel ('' = none)   ARGV[3] sale id
+--
+-- Only a queued or confirmed ticket gives anything back; a cancelled one
+-- already did, and so did a failed one (compensation). The ticket keeps its
+-- TTL. The worker never turns a cancelled ticket back into a confirmed one.
+-- Reply: {outcome, status}: {'cancelled', 'cancelled'} when this call
+-- cancelled it, {'unchanged', current status}, or {'not_found', ''}.
+local ticket = redis.call('HMGET', KEYS[1], 's', 'u', 'q')
+if not ticket[1] then return {'not_found', ''} end
+if ticket[1] ~= 'queued' and ticket[1] ~= 'confirmed' then
+  return {'unchanged', ticket[1]}
+end
+local user, qty = ticket[2], tonumber(ticket[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'remaining', qty)
+end
+if redis.call('HINCRBY', KEYS[3], user, -qty) <= 0 then redis.call('HDEL', KEYS[3], user) end
+redis.call('HSET', KEYS[1], 's', 'cancelled', 'r', ARGV[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'changed ' .. ARGV[3]) end
+return {'cancelled', 'cancelled'}

@@ -1,0 +1,386 @@
+"""The order queue in Redis: one stream per sale, read by the ``workers`` group.
+
+:class:`OrderQueue` is the Redis side of the worker and of cancellation. Every
+state change of an order is one Lua script, so it is atomic with admissions
+and with other workers:
+
+* ``order_claim.lua``: hand out retries that are due and orders a dead worker
+  left pending (``XCLAIM`` / ``XAUTOCLAIM``), with Redis' delivery count;
+* ``order_confirm.lua``: ticket ``queued -> confirmed`` + ``XACK`` + ``XDEL``;
+* ``order_retry.lua``: schedule a failed order's next attempt (it stays pending);
+* ``order_compensate.lua``: give stock back, ticket ``failed``, ``XACK``, dead letter;
+* ``order_cancel.lua``: give stock back once, ticket ``cancelled``;
+* ``order_touch.lua``, ``order_leave.lua``, ``order_group.lua``,
+  ``order_requeue.lua``: leases, clean exit, group creation, dead-letter requeue.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from .errors import SaleNotFound, TicketNotFound
+from .keys import Keys, check_sale_id, split_ticket_id
+from .models import Order, from_millis
+from .scripts import register
+
+#: Name of the consumer group every worker joins, on every sale's stream.
+GROUP = "workers"
+ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: Dead-letter streams keep about this many entries per sale (``MAXLEN ~``).
+DEAD_LETTER_MAXLEN = 10_000
+
+
+def _fields(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stream entry handed to a consumer: an order and its delivery count."""
+
+    #: Sale whose stream the entry is on.
+    sale_id: str
+    #: Stream entry id.
+    entry_id: str
+    #: The entry's fields: ``t`` ticket id, ``u`` user, ``q`` qty, ``p`` price, ``a`` ms.
+    fields: dict[str, str]
+    #: How many times Redis has delivered the entry (1 on the first delivery).
+    attempt: int
+
+    @property
+    def ticket_id(self) -> str:
+        """The order's ticket id (and order id)."""
+        return self.fields["t"]
+
+    def order(self) -> Order:
+        """The :class:`~flask_flashsale.Order` handed to the host's hook."""
+        price = self.fields.get("p")
+        return Order(
+            id=self.ticket_id,
+            ticket_id=self.ticket_id,
+            sale_id=self.sale_id,
+            user_id=self.fields["u"],
+            quantity=int(self.fields["q"]),
+            price=Decimal(price) if price else None,
+            admitted_at=from_millis(int(self.fields["a"])),  # type: ignore[arg-type]
+            attempt=self.attempt,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An order that failed for good (``flask flashsale dead-letters``)."""
+
+    sale_id: str
+    #: Id of the entry in the sale's dead-letter stream (what ``requeue`` takes).
+    entry_id: str
+    ticket_id: str
+    user_id: str
+    quantity: int
+    #: Why it failed: the hook's last exception, or too many deliveries.
+    reason: str
+    #: Deliveries made before it was given up.
+    attempts: int
+    failed_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation used by the CLI."""
+        return {
+            "sale_id": self.sale_id,
+            "entry_id": self.entry_id,
+            "ticket_id": self.ticket_id,
+            "user_id": self.user_id,
+            "quantity": self.quantity,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "failed_at": None if self.failed_at is None else self.failed_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The queue of one sale, as ``flask flashsale status`` shows it."""
+
+    sale_id: str
+    #: Orders not yet settled (undelivered + pending): settled entries are deleted.
+    length: int
+    #: Delivered to a worker, not yet settled (in hand, awaiting retry, or orphaned).
+    pending: int
+    #: Admitted but not yet delivered to any worker: what to scale workers on.
+    lag: int
+    #: Pending orders whose hook failed and that wait for their next attempt.
+    retrying: int
+    #: Orders in the dead-letter stream.
+    dead_letters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation."""
+        return {
+            "sale_id": self.sale_id,
+            "length": self.length,
+            "pending": self.pending,
+            "lag": self.lag,
+            "retrying": self.retrying,
+            "dead_letters": self.dead_letters,
+        }
+
+
+class OrderQueue:
+    """Reads and settles the orders streams of one Redis client.
+
+    The web app's state has one (for :meth:`cancel` and the admin commands);
+    each worker makes its own on its own connection pool, since its reads block.
+    """
+
+    def __init__(self, client: Any, keys: Keys, *, ticket_ttl: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.ticket_ttl = ticket_ttl
+        self.events = keys.events_channel()
+        self._group = register(client, "order_group")
+        self._claim = register(client, "gcra", "order_claim")
+        self._touch = register(client, "order_touch")
+        self._confirm = register(client, "order_confirm")
+        self._retry = register(client, "gcra", "order_retry")
+        self._compensate = register(client, "gcra", "order_compensate")
+        self._cancel = register(client, "order_cancel")
+        self._leave = register(client, "order_leave")
+        self._requeue = register(client, "order_requeue")
+
+    # -- the worker's side -----------------------------------------------------
+
+    def sale_ids(self) -> list[str]:
+        """Every sale in the index, sorted (ended sales too: their queue still drains)."""
+        return sorted(self.client.smembers(self.keys.sales_index()))
+
+    def ensure_group(self, sale_id: str) -> bool:
+        """Create the group on the sale's stream (from id 0); False if the sale is gone."""
+        k = self.keys
+        return bool(self._group(keys=[k.sale(sale_id), k.stream(sale_id)], args=[GROUP]))
+
+    def read(self, consumer: str, sale_ids: list[str], *, block_ms: int | None) -> list[Delivery]:
+        """New orders for ``consumer``: at most one per sale, so little is in hand at once.
+
+        ``block_ms=None`` reads each stream on its own without blocking (the
+        ``memory://`` store ignores ``BLOCK``, and on Cluster one command must
+        not span slots); otherwise one ``XREADGROUP ... BLOCK`` covers every sale.
+        """
+        by_stream = {self.keys.stream(s): s for s in sale_ids}
+        if not by_stream:
+            return []
+        if block_ms is None:
+            replies: list[Any] = []
+            for stream in by_stream:
+                replies += self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=1) or []
+        else:
+            streams = dict.fromkeys(by_stream, ">")
+            replies = self.client.xreadgroup(GROUP, consumer, streams, count=1, block=block_ms)
+        out = []
+        for stream, entries in replies or []:
+            for entry_id, fields in entries:
+                if fields:
+                    out.append(Delivery(by_stream[stream], entry_id, dict(fields), 1))
+        return out
+
+    def claim(
+        self,
+        consumer: str,
+        sale_id: str,
+        *,
+        idle_ms: int,
+        count: int,
+        prune_ms: int = 0,
+        cursor: str = "0-0",
+    ) -> tuple[list[Delivery], str]:
+        """Retries now due and orders idle on a dead consumer, claimed for ``consumer``.
+
+        Returns the deliveries and the cursor the next claim should start from.
+        """
+        next_cursor, flat = self._claim(
+            keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
+            args=[GROUP, consumer, idle_ms, count, prune_ms, cursor],
+        )
+        deliveries = [
+            Delivery(sale_id, str(flat[i]), _fields(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+        return deliveries, str(next_cursor)
+
+    def touch(self, consumer: str, sale_id: str, entry_ids: list[str]) -> int:
+        """Renew ``consumer``'s hold on entries in its hands; return how many it still holds."""
+        if not entry_ids:
+            return 0
+        return int(
+            self._touch(keys=[self.keys.stream(sale_id)], args=[GROUP, consumer, *entry_ids])
+        )
+
+    def ticket_status(self, delivery: Delivery) -> str | None:
+        """The ticket's status, or ``None`` once it has expired."""
+        sale_id, token = split_ticket_id(delivery.ticket_id)
+        status: str | None = self.client.hget(self.keys.ticket(sale_id, token), "s")
+        return status
+
+    def confirm(self, delivery: Delivery) -> str:
+        """Acknowledge the entry and confirm its ticket; return the outcome.
+
+        ``confirmed`` (this call confirmed it), ``settled`` (acknowledged, but the
+        ticket was cancelled, failed or expired) or ``stale`` (already settled).
+        """
+        sale_id, token = split_ticket_id(delivery.ticket_id)
+        k = self.keys
+        outcome, _ = self._confirm(
+            keys=[k.stream(sale_id), k.ticket(sale_id, token), k.retry(sale_id)],
+            args=[GROUP, delivery.entry_id],
+        )
+        return str(outcome)
+
+    def retry(self, consumer: str, delivery: Delivery, delay: float) -> bool:
+        """Schedule the entry's next delivery in ``delay`` seconds; False if not held."""
+        sale_id = delivery.sale_id
+        return bool(
+            self._retry(
+                keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
+                args=[GROUP, consumer, delivery.entry_id, int(delay * 1000)],
+            )
+        )
+
+    def compensate(self, consumer: str, delivery: Delivery, reason: str) -> str:
+        """Give the order's stock back and dead-letter it; return the outcome.
+
+        ``failed`` (done, exactly once), ``settled`` (the ticket was cancelled,
+        so only acknowledged) or ``stale`` (another consumer holds it now).
+        """
+        sale_id, token = split_ticket_id(delivery.ticket_id)
+        k = self.keys
+        letter = [x for name in ("t", "u", "q", "p", "a") for x in (name, delivery.fields[name])]
+        return str(
+            self._compensate(
+                keys=[
+                    k.stream(sale_id),
+                    k.ticket(sale_id, token),
+                    k.sale(sale_id),
+                    k.users(sale_id),
+                    k.dead(sale_id),
+                    k.retry(sale_id),
+                ],
+                args=[
+                    GROUP,
+                    consumer,
+                    delivery.entry_id,
+                    reason,
+                    delivery.attempt,
+                    self.events,
+                    sale_id,
+                    DEAD_LETTER_MAXLEN,
+                    *letter,
+                ],
+            )
+        )
+
+    def leave(self, consumer: str, sale_id: str) -> bool:
+        """Remove ``consumer`` from the sale's group if nothing is pending on it."""
+        return bool(self._leave(keys=[self.keys.stream(sale_id)], args=[GROUP, consumer]))
+
+    def backlog(self, sale_ids: list[str]) -> int:
+        """Orders not yet settled across ``sale_ids`` (0: the queue is drained)."""
+        if not sale_ids:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for sale_id in sale_ids:
+            pipe.xlen(self.keys.stream(sale_id))
+        return sum(int(n) for n in pipe.execute())
+
+    # -- the host's side -------------------------------------------------------
+
+    def cancel(self, ticket_id: str, reason: str) -> bool:
+        """Cancel the order: True if this call gave its stock back, False if already done.
+
+        Raises :class:`~flask_flashsale.TicketNotFound` for an unknown (or expired) ticket.
+        """
+        sale_id, token = split_ticket_id(ticket_id)
+        k = self.keys
+        outcome, _ = self._cancel(
+            keys=[k.ticket(sale_id, token), k.sale(sale_id), k.users(sale_id)],
+            args=[reason, self.events, sale_id],
+        )
+        if outcome == "not_found":
+            raise TicketNotFound()
+        return bool(outcome == "cancelled")
+
+    def stats(self, sale_ids: list[str]) -> list[QueueStats]:
+        """The queue of each sale, in two pipelined round trips."""
+        pipe = self.client.pipeline(transaction=False)
+        for sale_id in sale_ids:
+            pipe.xlen(self.keys.stream(sale_id))
+            pipe.zcard(self.keys.retry(sale_id))
+            pipe.xlen(self.keys.dead(sale_id))
+        counts = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for sale_id in sale_ids:
+            pipe.xpending(self.keys.stream(sale_id), GROUP)
+        pendings = pipe.execute(raise_on_error=False)
+        out = []
+        for i, sale_id in enumerate(sale_ids):
+            length, retrying, dead = (int(n) for n in counts[3 * i : 3 * i + 3])
+            summary = pendings[i]
+            pending = 0 if isinstance(summary, redis.ResponseError) else int(summary["pending"])
+            out.append(
+                QueueStats(sale_id, length, pending, max(length - pending, 0), retrying, dead)
+            )
+        return out
+
+    def dead_letters(self, sale_id: str, count: int = 100) -> list[DeadLetter]:
+        """The sale's dead letters, oldest first (at most ``count``)."""
+        check_sale_id(sale_id)
+        out = []
+        for entry_id, fields in self.client.xrange(self.keys.dead(sale_id), count=count):
+            failed = fields.get("f")
+            out.append(
+                DeadLetter(
+                    sale_id=sale_id,
+                    entry_id=entry_id,
+                    ticket_id=fields["t"],
+                    user_id=fields["u"],
+                    quantity=int(fields["q"]),
+                    reason=fields.get("r", ""),
+                    attempts=int(fields.get("n") or 0),
+                    failed_at=from_millis(int(failed)) if failed else None,
+                )
+            )
+        return out
+
+    def requeue(self, sale_id: str, entry_id: str) -> str:
+        """Put a dead letter back on the queue, taking its stock again.
+
+        Returns ``queued``, or why not: ``not_found`` (no such dead letter),
+        ``sold_out``, ``limit_reached``, ``conflict`` (ticket no longer failed).
+        Raises :class:`~flask_flashsale.SaleNotFound` if the sale is gone.
+        """
+        check_sale_id(sale_id)
+        if not ENTRY_ID.fullmatch(entry_id):
+            return "not_found"
+        k = self.keys
+        rows = self.client.xrange(k.dead(sale_id), entry_id, entry_id)
+        if not rows:
+            return "not_found"
+        ticket_id = rows[0][1]["t"]
+        _, token = split_ticket_id(ticket_id)
+        outcome, _ = self._requeue(
+            keys=[
+                k.dead(sale_id),
+                k.stream(sale_id),
+                k.sale(sale_id),
+                k.users(sale_id),
+                k.ticket(sale_id, token),
+            ],
+            args=[entry_id, ticket_id, self.ticket_ttl, self.events, sale_id],
+        )
+        if outcome == "sale_not_found":
+            raise SaleNotFound(f"no sale {sale_id!r}")
+        return str(outcome)

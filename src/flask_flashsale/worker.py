@@ -1,0 +1,518 @@
+"""The worker: hands every admitted order to the host's ``order_handler``.
+
+One loop per consumer (``flask flashsale worker``, :meth:`FlashSale.run_worker`)::
+
+    bootstrap (register, install signal handlers)
+    while not stopping:
+        claim stale -> read -> handle -> ack        (heartbeat: its own thread)
+        burst: exit once every sale's queue is empty
+    finally: teardown (leave the groups, unregister)
+
+Delivery is at least once: an order stays pending in Redis until one script
+settles it (confirm, or compensate after ``FLASHSALE_MAX_ATTEMPTS``). A
+worker's heartbeat renews its hold on the orders in its hands; orders left by a
+worker that stopped beating are claimed by another after
+``FLASHSALE_CLAIM_IDLE``. See ``docs/worker.rst``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+from flask import Flask
+
+from . import registry, signals
+from .errors import ConfigurationError
+from .orders import Delivery, OrderQueue
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .extension import FlashSaleState
+
+log = logging.getLogger("flask_flashsale.worker")
+
+#: Idle sleep of a worker that cannot block on reads (``memory://``, Cluster).
+POLL_INTERVAL = 0.05
+#: Entries taken per sale and claim (retries due + orders of dead workers).
+CLAIM_BATCH = 10
+#: A consumer with nothing pending and idle this long is removed from the group.
+PRUNE_AFTER = 3600.0
+#: A signal repeated within this many seconds is the same request: wrappers
+#: such as ``timeout`` or a shell deliver one signal to the worker and to its
+#: process group. A later second signal stops the worker at once.
+SIGNAL_REPEAT_WINDOW = 0.5
+#: Worker names: they end up in key names and in the consumer group.
+WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
+
+
+def default_name() -> str:
+    """``<host>.<pid>.<random>``: unique among the workers of a deployment."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:60] or "host"
+    return f"{host}.{os.getpid()}.{secrets.token_hex(2)}"
+
+
+class _Consumer:
+    """One member of the consumer group: a loop's name and the orders in its hands."""
+
+    __slots__ = ("cursors", "in_hand", "name", "next_claim")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.in_hand: dict[str, Delivery] = {}
+        self.next_claim = 0.0
+        #: Where the next XAUTOCLAIM scan of each sale's pending list resumes.
+        self.cursors: dict[str, str] = {}
+
+
+class Worker:
+    """Processes the order queue of one app; see :meth:`FlashSale.run_worker`.
+
+    ``concurrency`` consumers each hold at most one order per sale at a time.
+    :meth:`run` blocks until :meth:`stop`, SIGTERM/SIGINT, or (``burst``) an
+    empty queue; :meth:`step` is one turn of the loop, for embedding.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        name: str | None = None,
+        burst: bool = False,
+        concurrency: int = 1,
+        handle_signals: bool = True,
+    ) -> None:
+        from .extension import FlashSale
+
+        if name is not None and not WORKER_NAME.fullmatch(name):
+            raise ValueError(f"worker names are 1-100 of [A-Za-z0-9_.:@-], got {name!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+        state = FlashSale.state(app)
+        self.app = app
+        self.state = state
+        settings = state.settings
+        #: Worker name (consumer names are derived from it).
+        self.name = name or default_name()
+        self.burst = burst
+        self.handle_signals = handle_signals
+        # Blocking reads need the real server; memory:// ignores BLOCK, and a
+        # Cluster read must not span slots: those poll each stream instead.
+        self.polling = settings.redis_url.split("://", 1)[0].lower() not in _BLOCKING_SCHEMES
+        tick = min(1.0, settings.claim_idle / 2)
+        if settings.retry_backoff > 0:
+            tick = min(tick, settings.retry_backoff)
+        if settings.redis_url.startswith("memory://"):
+            tick = min(tick, 0.1)  # round trips are function calls there
+        #: Seconds between claims, discoveries of new sales, and blocking reads.
+        self.tick = max(0.05, tick)
+        #: Seconds between heartbeats (lease renewal + registry).
+        self.heartbeat = max(0.05, min(5.0, settings.claim_idle / 3))
+        self.client = state.client if self.polling else _blocking_client(state, self.tick)
+        self.queue = OrderQueue(self.client, state.keys, ticket_ttl=settings.ticket_ttl)
+        self._consumers = [
+            _Consumer(self.name if concurrency == 1 else f"{self.name}-{i}")
+            for i in range(concurrency)
+        ]
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sales: list[str] = []
+        self._groups: set[str] = set()
+        self._next_discovery = 0.0
+        self._next_prune = time.monotonic() + PRUNE_AFTER / 10
+        self._next_beat = 0.0
+        self._started = int(time.time() * 1000)
+        self._errors: list[BaseException] = []
+        self._signalled_at: float | None = None
+        #: Orders settled by outcome: ``confirmed``, ``failed``, ``settled``, plus ``retried``.
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("confirmed", "failed", "settled", "retried"), 0
+        )
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Process orders until stopped; return how many this worker settled.
+
+        Raises :class:`~flask_flashsale.ConfigurationError` when no
+        ``order_handler`` is registered.
+        """
+        if self._handler() is None:
+            raise ConfigurationError(
+                "no order handler: decorate a function with @flashsale.order_handler"
+            )
+        previous = self._install_signals()
+        finished = threading.Event()
+        heart = threading.Thread(
+            target=self._heartbeat_loop, args=(finished,), name=f"{self.name}-heartbeat"
+        )
+        heart.daemon = True
+        log.info("worker %s started (%d consumer(s))", self.name, len(self._consumers))
+        try:
+            try:
+                self._beat()
+            except redis.RedisError as exc:  # the loop waits for Redis to come back
+                log.warning("worker %s: Redis unavailable at start: %s", self.name, exc)
+            heart.start()
+            if len(self._consumers) == 1:
+                self._work(self._consumers[0])
+            else:
+                self._work_in_threads()
+        finally:
+            self._stopping.set()
+            finished.set()
+            if heart.is_alive():
+                heart.join(5)
+            self._teardown()
+            self._restore_signals(previous)
+        if self._errors:
+            raise self._errors[0]
+        log.info("worker %s stopped: %s", self.name, self.counts)
+        return self.processed
+
+    def stop(self) -> None:
+        """Ask the loop to stop once the order in hand is settled (thread-safe)."""
+        self._stopping.set()
+
+    @property
+    def processed(self) -> int:
+        """Orders settled so far: confirmed, failed for good, or found cancelled."""
+        return self.counts["confirmed"] + self.counts["failed"] + self.counts["settled"]
+
+    def step(self, consumer: int = 0) -> int:
+        """One turn of the loop: claim, else read; handle and settle. Returns orders handled."""
+        c = self._consumers[consumer]
+        try:
+            sales = self._discover()
+            batch = self._claim(c, sales)
+            if not batch:
+                block = None if self.polling or self.burst else int(self.tick * 1000)
+                batch = self.queue.read(c.name, sales, block_ms=block)
+        except redis.ResponseError as exc:
+            # A sale was deleted (and maybe re-created) under our feet: its
+            # stream or group is gone, or our blocked read on it was unblocked.
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                raise
+            self._forget_groups()
+            return 0
+        for d in batch:
+            c.in_hand[d.entry_id] = d
+        try:
+            for i, d in enumerate(batch):
+                if self._stopping.is_set():
+                    self._release(c, batch[i:])
+                    return i
+                self._handle(c, d)
+        finally:
+            c.in_hand.clear()
+        return len(batch)
+
+    def _work(self, c: _Consumer) -> None:
+        failures = 0
+        index = self._consumers.index(c)
+        while not self._stopping.is_set():
+            try:
+                handled = self.step(index)
+                if not handled and self.burst and self._drained():
+                    return
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("worker %s: Redis unavailable (%s); retry in %.1fs", c.name, exc, delay)
+                self._stopping.wait(delay)
+                continue
+            if not handled and (self.polling or self.burst):
+                self._stopping.wait(POLL_INTERVAL)
+
+    def _work_in_threads(self) -> None:
+        def guarded(c: _Consumer) -> None:
+            try:
+                self._work(c)
+            except BaseException as exc:  # surfaced by run() once every thread is done
+                self._errors.append(exc)
+                self._stopping.set()
+
+        threads = [
+            threading.Thread(target=guarded, args=(c,), name=c.name, daemon=True)
+            for c in self._consumers
+        ]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)  # short joins: the main thread must keep handling signals
+
+    # -- one order -------------------------------------------------------------
+
+    def _handle(self, c: _Consumer, d: Delivery) -> None:
+        settings = self.state.settings
+        with self.app.app_context():
+            order = d.order()
+            if d.attempt > settings.max_attempts:
+                # Delivered again and again without an outcome: its worker keeps
+                # dying on it. Give up without calling the hook once more.
+                self._fail(c, d, f"delivered {d.attempt} times without an outcome")
+            elif self.queue.ticket_status(d) in ("cancelled", "failed"):
+                self._count(self.queue.confirm(d))  # acknowledged, the ticket stays as it is
+            else:
+                try:
+                    handler = self._handler()
+                    if handler is None:
+                        raise ConfigurationError("no order handler registered")
+                    handler(order)
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"[:500]
+                    final = d.attempt >= settings.max_attempts
+                    log.log(
+                        logging.ERROR if final else logging.WARNING,
+                        "order %s attempt %d/%d failed: %s",
+                        order.id,
+                        d.attempt,
+                        settings.max_attempts,
+                        reason,
+                        exc_info=final,  # the traceback once, when the order is given up
+                    )
+                    if final:
+                        self._fail(c, d, reason)
+                    elif self.queue.retry(c.name, d, self._backoff(d.attempt)):
+                        self._count("retried")
+                else:
+                    outcome = self.queue.confirm(d)
+                    self._count(outcome)
+                    if outcome == "confirmed" and signals.order_confirmed.receivers:
+                        signals.order_confirmed.send(self.app, order=order)
+        c.in_hand.pop(d.entry_id, None)
+
+    def _fail(self, c: _Consumer, d: Delivery, reason: str) -> None:
+        outcome = self.queue.compensate(c.name, d, reason)
+        self._count(outcome)
+        if outcome == "failed":
+            log.error("order %s failed for good, stock given back: %s", d.ticket_id, reason)
+            if signals.order_failed.receivers:
+                signals.order_failed.send(self.app, order=d.order(), reason=reason)
+
+    def _backoff(self, attempt: int) -> float:
+        """Delay before the next attempt: doubling from ``FLASHSALE_RETRY_BACKOFF``.
+
+        Capped at ``FLASHSALE_CLAIM_IDLE``, after which any worker's claim would
+        take the order anyway.
+        """
+        s = self.state.settings
+        return float(min(s.retry_backoff * 2 ** (attempt - 1), s.claim_idle))
+
+    def _release(self, c: _Consumer, rest: list[Delivery]) -> None:
+        """Stopping: hand back orders read but not started, due at once for any worker.
+
+        The next claim counts one more delivery for them.
+        """
+        for d in rest:
+            self.queue.retry(c.name, d, 0)
+
+    # -- around the loop -------------------------------------------------------
+
+    def _handler(self) -> Callable[[Any], None] | None:
+        return self.state.ext._order_handler
+
+    def _count(self, outcome: str) -> None:
+        if outcome in self.counts:
+            with self._lock:
+                self.counts[outcome] += 1
+
+    def _discover(self) -> list[str]:
+        """Every sale's stream, with the group created; re-read once per tick."""
+        now = time.monotonic()
+        if now < self._next_discovery:
+            return self._sales
+        with self._lock:
+            if now >= self._next_discovery:
+                sales = []
+                for sale_id in self.queue.sale_ids():
+                    if sale_id in self._groups or self.queue.ensure_group(sale_id):
+                        self._groups.add(sale_id)
+                        sales.append(sale_id)
+                self._sales = sales
+                self._next_discovery = now + self.tick
+        return self._sales
+
+    def _forget_groups(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self._next_discovery = 0.0
+
+    def _claim(self, c: _Consumer, sales: list[str]) -> list[Delivery]:
+        now = time.monotonic()
+        if now < c.next_claim:
+            return []
+        prune = 0
+        if now >= self._next_prune:
+            prune = int(PRUNE_AFTER * 1000)
+            self._next_prune = now + PRUNE_AFTER / 10
+        idle = int(self.state.settings.claim_idle * 1000)
+        batch: list[Delivery] = []
+        full = False
+        for sale_id in sales:
+            got, c.cursors[sale_id] = self.queue.claim(
+                c.name,
+                sale_id,
+                idle_ms=idle,
+                count=CLAIM_BATCH,
+                prune_ms=prune,
+                cursor=c.cursors.get(sale_id, "0-0"),
+            )
+            full = full or len(got) == CLAIM_BATCH or c.cursors[sale_id] != "0-0"
+            batch += got
+        c.next_claim = now if full else now + self.tick
+        return batch
+
+    def _drained(self) -> bool:
+        self._next_discovery = 0.0
+        return self.queue.backlog(self._discover()) == 0
+
+    def _heartbeat_loop(self, finished: threading.Event) -> None:
+        # Runs until the loops are done (not merely asked to stop): the order
+        # in hand during a graceful stop keeps its lease.
+        while not finished.wait(self.heartbeat):
+            try:
+                self._beat()
+            except redis.RedisError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def _beat(self) -> None:
+        """Renew the hold on every order in hand, and the registry entry."""
+        busy = False
+        for c in self._consumers:
+            by_sale: dict[str, list[str]] = {}
+            for d in list(c.in_hand.values()):
+                by_sale.setdefault(d.sale_id, []).append(d.entry_id)
+            for sale_id, ids in by_sale.items():
+                self.queue.touch(c.name, sale_id, ids)
+            busy = busy or bool(by_sale)
+        fields = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "concurrency": len(self._consumers),
+            "state": "busy" if busy else "idle",
+            "started": self._started,
+            "beat": int(time.time() * 1000),
+            "processed": self.processed,
+            **{k: v for k, v in self.counts.items() if k in ("confirmed", "failed")},
+        }
+        registry.beat(self.client, self.state.keys, self.name, fields, ttl=3 * self.heartbeat + 1)
+        self._next_beat = time.monotonic() + self.heartbeat
+
+    def _teardown(self) -> None:
+        try:
+            for c in self._consumers:
+                for sale_id in self._sales:
+                    self.queue.leave(c.name, sale_id)
+            registry.unregister(self.client, self.state.keys, self.name)
+        except redis.RedisError as exc:
+            log.warning("worker %s: teardown incomplete: %s", self.name, exc)
+        if self.client is not self.state.client:
+            self.client.close()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self._signalled_at is None:
+            self._signalled_at = now
+            self._stopping.set()
+            name = signal.Signals(signum).name
+            log.info("worker %s: %s, finishing the order in hand", self.name, name)
+        elif now - self._signalled_at > SIGNAL_REPEAT_WINDOW:
+            log.warning("worker %s: second signal, stopping now", self.name)
+            raise SystemExit(1)  # the order in hand stays pending: another worker claims it
+
+
+_BLOCKING_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _blocking_client(state: FlashSaleState, block: float) -> Any:
+    """The worker's own client: its reads block longer than the app's socket timeout."""
+    s = state.settings
+    return redis.Redis.from_url(
+        s.redis_url,
+        socket_timeout=block + max(1.0, s.socket_timeout),
+        socket_connect_timeout=s.connect_timeout,
+        health_check_interval=s.health_check_interval,
+        decode_responses=True,
+    )
+
+
+class InlineWorker:
+    """A worker thread inside the web process (``FLASHSALE_INLINE_WORKER``).
+
+    The default for ``memory://``, so an app runs end to end in one process.
+    The thread is a daemon and holds its :class:`Worker` only weakly: it stops
+    on :meth:`stop`, or by itself once the app is garbage-collected, so apps
+    made and dropped by a test suite leave no thread behind. Hooks should
+    finish well within ``FLASHSALE_CLAIM_IDLE`` (no lease renewal runs while
+    the thread is in a hook).
+    """
+
+    def __init__(self, app: Flask) -> None:
+        #: The worker the thread runs (one consumer, no signal handlers).
+        self.worker = Worker(app, name=f"inline.{default_name()}", handle_signals=False)
+        #: The daemon thread.
+        self.thread = threading.Thread(
+            target=_inline_loop,
+            args=(weakref.ref(self.worker), self.worker._stopping),
+            name=f"flashsale-inline-{app.name}",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop after the order in hand and wait up to ``timeout`` s; True if it stopped."""
+        self.worker.stop()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def _inline_loop(ref: weakref.ref[Worker], stopping: threading.Event) -> None:
+    warned = False
+    while not stopping.is_set():
+        worker = ref()
+        if worker is None:
+            return  # the app is gone
+        # A polling worker sleeps between empty turns; a blocking one has waited in its read.
+        pause = POLL_INTERVAL if worker.polling else 0.0
+        try:
+            if time.monotonic() >= worker._next_beat:
+                worker._beat()
+            if worker._handler() is None:
+                if not warned:
+                    log.warning("inline worker: no @order_handler registered; orders stay queued")
+                    warned = True
+                handled, pause = 0, worker.tick
+            else:
+                handled = worker.step()
+        except Exception:
+            log.exception("inline worker: turn failed; retrying in 1s")
+            handled, pause = 0, 1.0
+        del worker  # hold the app only while working
+        if not handled and pause:
+            stopping.wait(pause)
+    worker = ref()
+    if worker is not None:
+        worker._teardown()

@@ -1,0 +1,182 @@
+"""A host app for worker tests: its hook writes orders to its own SQLite table.
+
+Subprocess workers load it with ``flask --app tests.worker_host:create_app``;
+the environment says where Redis and the database are, and which order the
+hook should get stuck on (to be killed or stopped mid-order).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from flask_flashsale import FlashSale, Order
+from flask_flashsale.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK = [sys.executable, "-m", "flask", "--app", "tests.worker_host:create_app"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id       TEXT PRIMARY KEY,      -- order.id: the unique key that makes the hook idempotent
+    user_id  TEXT NOT NULL,
+    quantity INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (  -- every hook call, to count deliveries
+    order_id TEXT NOT NULL,
+    pid      INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL
+);
+"""
+
+
+def init_db(path: Path) -> None:
+    """Create the host's tables."""
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+
+
+def rows(path: Path, sql: str) -> list[Any]:
+    """Run a query on the host database."""
+    with sqlite3.connect(path, timeout=10) as db:
+        return db.execute(sql).fetchall()
+
+
+def create_app() -> Flask:
+    """The host app, configured from the environment.
+
+    ``TEST_REDIS_URL``, ``HOST_DB``; ``STUCK_ORDER`` (an order id) makes the
+    hook write ``STUCK_MARKER`` and sleep ``STUCK_SECONDS`` on that order's
+    first delivery, after committing its row when ``STUCK_AFTER_COMMIT=1``,
+    else inside the still-open transaction.
+    """
+    app = Flask("worker-host")
+    app.config.update(
+        SECRET_KEY="test-secret",
+        FLASHSALE_REDIS_URL=os.environ["TEST_REDIS_URL"],
+        FLASHSALE_INLINE_WORKER=False,
+        FLASHSALE_CLAIM_IDLE=float(os.environ.get("CLAIM_IDLE", "0.5")),
+        FLASHSALE_RETRY_BACKOFF=0.02,
+    )
+    flashsale = FlashSale(app)
+    db_path = os.environ["HOST_DB"]
+    stuck = os.environ.get("STUCK_ORDER")
+    after_commit = os.environ.get("STUCK_AFTER_COMMIT") == "1"
+
+    def get_stuck(order: Order) -> None:
+        Path(os.environ["STUCK_MARKER"]).write_text(str(os.getpid()))
+        time.sleep(float(os.environ.get("STUCK_SECONDS", "60")))
+
+    @flashsale.order_handler
+    def persist(order: Order) -> None:
+        db = sqlite3.connect(db_path, timeout=10)
+        try:
+            with db:
+                db.execute(
+                    "INSERT INTO calls VALUES (?, ?, ?)", (order.id, os.getpid(), order.attempt)
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO orders VALUES (?, ?, ?)",
+                (order.id, order.user_id, order.quantity),
+            )
+            if order.id == stuck and order.attempt == 1 and not after_commit:
+                get_stuck(order)  # mid-transaction: nothing committed yet
+            db.commit()
+            if order.id == stuck and order.attempt == 1 and after_commit:
+                get_stuck(order)  # committed, but the worker has not acknowledged it
+        finally:
+            db.close()
+
+    return app
+
+
+class WorkerProcess:
+    """``flask flashsale worker`` in a subprocess, bounded in time, stopped by pid."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+            **env,
+        }
+        self.proc = subprocess.Popen(
+            [*FLASK, "flashsale", "worker", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the worker."""
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit code (raises ``TimeoutExpired``)."""
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        """What the worker printed so far."""
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def close(self) -> None:
+        """Kill the worker if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log_file.close()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        time.sleep(interval)
+
+
+#: Worker settings that keep tests fast: dead workers' orders are claimed after
+#: half a second, and retries back off from 20 ms.
+FAST = {"FLASHSALE_CLAIM_IDLE": 0.5, "FLASHSALE_RETRY_BACKOFF": 0.02}
+
+
+@contextmanager
+def worker_thread(app: Flask, **kwargs: Any) -> Iterator[Worker]:
+    """Run a :class:`Worker` in a thread for the duration of the block, then stop it."""
+    worker = Worker(app, **kwargs)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(15)
+        assert not thread.is_alive(), "the worker did not stop"
+        if errors:
+            raise errors[0]
