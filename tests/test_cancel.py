@@ -215,3 +215,18 @@ def test_giving_stock_back_announces_the_change_to_caches(
     pubsub.close()
     assert message is not None
     assert message["data"] == "changed tee"
+
+
+def test_cancel_is_visible_at_once_in_the_cancelling_process(make_app: MakeApp) -> None:
+    # A long cache TTL and no subscriber: only the local invalidation can
+    # make the stock that came back visible to this process's next read.
+    app, ext = make_app(FLASHSALE_CACHE_TTL=300)
+    with app.app_context():
+        ext.create_sale("tee", stock=1)
+        ticket = buy(ext, "alice")
+        assert ext.place_order("tee", "bob").status == "sold_out"
+        assert remaining(ext) == 0
+        ext.state().cache.stop()
+        assert ext.cancel(ticket)
+        assert remaining(ext) == 1
+        assert ext.place_order("tee", "bob").status == "queued"

@@ -87,7 +87,12 @@ class FlashSaleState:
             subscriber=Subscriber(events_client(self.client, settings), self.keys.events_channel()),
         )
         #: The order queue (cancel, dead letters, queue stats) on the app's client.
-        self.orders = OrderQueue(self.client, self.keys, ticket_ttl=settings.ticket_ttl)
+        self.orders = OrderQueue(
+            self.client,
+            self.keys,
+            ticket_ttl=settings.ticket_ttl,
+            on_change=self.cache.invalidate,
+        )
         #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
         #: ``state.inline_worker.stop()`` stops it.
         self.inline_worker: InlineWorker | None = None

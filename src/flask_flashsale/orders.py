@@ -17,6 +17,7 @@ and with other workers:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -138,10 +139,21 @@ class OrderQueue:
     each worker makes its own on its own connection pool, since its reads block.
     """
 
-    def __init__(self, client: Any, keys: Keys, *, ticket_ttl: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        *,
+        ticket_ttl: int,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.ticket_ttl = ticket_ttl
+        # Called with the sale id after this process gave stock back or took it
+        # again (the scripts also publish ``changed``, which other processes
+        # hear a moment later): this process's cache forgets the sale at once.
+        self._on_change = on_change
         self.events = keys.events_channel()
         self._group = register(client, "order_group")
         self._claim = register(client, "gcra", "order_claim")
@@ -259,7 +271,7 @@ class OrderQueue:
         sale_id, token = split_ticket_id(delivery.ticket_id)
         k = self.keys
         letter = [x for name in ("t", "u", "q", "p", "a") for x in (name, delivery.fields[name])]
-        return str(
+        outcome = str(
             self._compensate(
                 keys=[
                     k.stream(sale_id),
@@ -282,6 +294,13 @@ class OrderQueue:
                 ],
             )
         )
+        if outcome == "failed":
+            self._changed(sale_id)
+        return outcome
+
+    def _changed(self, sale_id: str) -> None:
+        if self._on_change is not None:
+            self._on_change(sale_id)
 
     def leave(self, consumer: str, sale_id: str) -> bool:
         """Remove ``consumer`` from the sale's group if nothing is pending on it."""
@@ -311,7 +330,10 @@ class OrderQueue:
         )
         if outcome == "not_found":
             raise TicketNotFound()
-        return bool(outcome == "cancelled")
+        if outcome == "cancelled":
+            self._changed(sale_id)
+            return True
+        return False
 
     def stats(self, sale_ids: list[str]) -> list[QueueStats]:
         """The queue of each sale, in two pipelined round trips."""
@@ -383,4 +405,6 @@ class OrderQueue:
         )
         if outcome == "sale_not_found":
             raise SaleNotFound(f"no sale {sale_id!r}")
+        if outcome == "queued":
+            self._changed(sale_id)
         return str(outcome)

@@ -120,7 +120,12 @@ class Worker:
         #: Seconds between heartbeats (lease renewal + registry).
         self.heartbeat = max(0.05, min(5.0, settings.claim_idle / 3))
         self.client = state.client if self.polling else _blocking_client(state, self.tick)
-        self.queue = OrderQueue(self.client, state.keys, ticket_ttl=settings.ticket_ttl)
+        self.queue = OrderQueue(
+            self.client,
+            state.keys,
+            ticket_ttl=settings.ticket_ttl,
+            on_change=state.cache.invalidate,
+        )
         self._consumers = [
             _Consumer(self.name if concurrency == 1 else f"{self.name}-{i}")
             for i in range(concurrency)
