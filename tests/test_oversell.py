@@ -79,3 +79,36 @@ def test_no_oversell_with_4_processes(
         parts = pool.starmap(crowd, [(redis_url, "hot", share, 8, config) for share in shares])
     results = [r for part in parts for r in part]
     check_books(results, redis_client, "hot")
+
+
+# Per-user limit under contention: stock is plenty (so no attempt is refused
+# for stock), 100 buyers each try 10 times at once with a limit of 3 units.
+GREEDY = [f"greedy{i}" for i in range(100)]
+GREEDY_ATTEMPTS = [u for _ in range(10) for u in GREEDY]  # spread over processes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 4])
+def test_per_user_limit_holds_under_concurrent_attempts(
+    redis_url: str, redis_client: redis_lib.Redis, processes: int
+) -> None:
+    app, flashsale = build_app(redis_url)
+    with app.app_context():
+        flashsale.create_sale("plenty", stock=10_000, per_user_limit=3)
+    if processes == 1:
+        results = crowd(redis_url, "plenty", GREEDY_ATTEMPTS, 32, {})
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        shares = [GREEDY_ATTEMPTS[i::processes] for i in range(processes)]
+        with ctx.Pool(processes) as pool:
+            parts = pool.starmap(crowd, [(redis_url, "plenty", s, 8, {}) for s in shares])
+        results = [r for part in parts for r in part]
+    statuses = Counter(s for _, s, _ in results)
+    print(f"\nper-user limit, {processes} process(es): {dict(statuses)}")
+    admitted = Counter(u for u, s, _ in results if s == "queued")
+    assert statuses == {"queued": 300, "limit_reached": 700}
+    assert set(admitted.values()) == {3}
+    held = redis_client.hgetall("flashsale:{plenty}:users")
+    assert held == {u: "3" for u in GREEDY}
+    assert redis_client.hget("flashsale:{plenty}:sale", "remaining") == str(10_000 - 300)
+    assert redis_client.xlen("flashsale:{plenty}:orders") == 300
