@@ -1,0 +1,40 @@
+"""Smoke test of the benchmark harness (``python -m benchmarks``): it runs, it counts.
+
+Not a performance test: nothing here looks at a timing. It runs the smallest
+``strategies`` benchmark end to end (throwaway Redis, crowd processes,
+interleaving, JSON) so that a change to the public API cannot silently break
+the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .redis_server import require_redis_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
+def test_strategies_benchmark_accounts_for_every_attempt(tmp_path: Path) -> None:
+    out = tmp_path / "strategies.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "strategies", "--rounds", "1", "--duration", "0.5",
+         "--processes", "1", "--threads", "2", "--strategies", "lua", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for scenario in ("hot", "spread"):
+        run = result["rounds"][0][scenario]["lua"]
+        assert run["attempts"] > 0
+        # Every attempt was admitted (huge stock, a new buyer each time): none lost, none failed.
+        assert run["statuses"] == {"queued": run["attempts"]}
+    assert "lua" in proc.stdout
