@@ -17,7 +17,7 @@ from .connection import client_from_settings
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
-from .models import Admission, Order, Sale, Ticket
+from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket
 from .orders import OrderQueue
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
 from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
@@ -29,9 +29,6 @@ from .worker import InlineWorker, Worker
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
 F = TypeVar("F", bound=Callable[..., Any])
-
-# The answer of the sold-out fast path: shared, so refusing costs no allocation.
-_SOLD_OUT = Admission(status="sold_out", remaining=0)
 
 
 class FlashSaleState:
@@ -276,7 +273,7 @@ class FlashSale:
         uid = check_order(sale_id, user_id, quantity, state.settings.max_quantity)
         cache = state.cache
         if idempotency_key is None and cache.sold_out(sale_id):
-            return _SOLD_OUT
+            return SOLD_OUT_FROM_MEMORY
         epoch = cache.epoch
         secret = state.secret if idempotency_key is not None else b""
         token = ticket_token(secret, sale_id, uid, idempotency_key)

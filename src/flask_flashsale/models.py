@@ -175,3 +175,8 @@ class Order:
     admitted_at: datetime
     #: 1 on first delivery, then the delivery count Redis reports.
     attempt: int = 1
+
+
+#: The one :class:`Admission` the sold-out fast path answers with (shared, so
+#: a refusal from memory allocates nothing).
+SOLD_OUT_FROM_MEMORY = Admission(status="sold_out", remaining=0)
