@@ -75,6 +75,8 @@ def problem_from_http_exception(exc: HTTPException) -> FlashSaleError:
 def read_quantity(max_body: int, max_quantity: int) -> int:
     """Read and validate the optional JSON body ``{"quantity": n}``."""
     length = request.content_length
+    if not length and "HTTP_TRANSFER_ENCODING" not in request.environ:
+        return 1  # no body at all (the common case): nothing to read or parse
     if length is not None and length > max_body:
         raise errors.PayloadTooLarge(f"the body must be at most {max_body} bytes")
     raw = request.stream.read(max_body + 1)
