@@ -270,7 +270,8 @@ BUCKETS = [
     ("flask_flashsale (worker loop, order building)", "flask_flashsale/"),
 ]
 FOCUS = ["Worker.step", "Worker._handle", "OrderQueue.read", "OrderQueue.ticket_status",
-         "OrderQueue.confirm", "Delivery.order", "AppContext.push", "AppContext.pop", "hook"]
+         "OrderQueue.confirm", "Delivery.order", "AppContext.push", "AppContext.pop", "hook",
+         "OrderQueue.ticket_statuses", "OrderQueue.confirm_many", "Worker._settle"]
 
 
 def profile_worker(procs: Processes, redis: Redis, args: argparse.Namespace) -> dict[str, Any]:

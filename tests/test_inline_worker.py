@@ -15,6 +15,7 @@ import pytest
 from flask import Flask, request
 
 from flask_flashsale import FlashSale, Order
+from flask_flashsale.worker import Worker
 
 from .worker_host import wait_until
 
@@ -212,3 +213,26 @@ def test_the_inline_worker_can_run_against_a_real_redis(redis_url: str) -> None:
         assert seen == [ticket]
     finally:
         stop(app)
+
+
+def test_a_batch_stopped_midway_is_handed_back_in_memory_mode() -> None:
+    # No inline thread: a Worker of our own reads the whole batch, stops after
+    # the second order and hands the rest back (the release script on fakeredis).
+    app, ext = memory_app(FLASHSALE_INLINE_WORKER=False)
+    worker = Worker(app, name="first", handle_signals=False)
+    seen: list[tuple[str, int]] = []
+
+    @ext.order_handler
+    def stop_on_second(order: Order) -> None:
+        seen.append((order.id, order.attempt))
+        if len(seen) == 2:
+            worker.stop()
+
+    with app.app_context():
+        ext.create_sale("tee", stock=5)
+        tickets = [ext.place_order("tee", f"user{i}").ticket_id for i in range(5)]
+    assert worker.run() == 2
+    assert Worker(app, name="next", burst=True).run() == 3
+    assert seen == [(t, 1) for t in tickets]  # each once, none counted as redelivered
+    with app.app_context():
+        assert {ext.get_ticket(t).status for t in tickets} == {"confirmed"}  # type: ignore[arg-type, union-attr]

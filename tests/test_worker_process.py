@@ -86,6 +86,7 @@ def test_a_worker_killed_mid_order_loses_nothing_and_doubles_nothing(
         "doomed",
         STUCK_ORDER=tickets[STUCK],
         STUCK_AFTER_COMMIT="1" if stuck_after_commit else "0",
+        WORKER_BATCH="1",  # one order in hand at a time: exactly one is left behind
     )
     try:
         wait_until(lambda: (tmp_path / "stuck").exists(), timeout=30)
@@ -118,6 +119,49 @@ def test_a_worker_killed_mid_order_loses_nothing_and_doubles_nothing(
     assert by_process == Counter({"doomed": STUCK + 1, "rescuer": ORDERS - STUCK})
     assert claimed == [(tickets[STUCK], 2)]
     assert rescued == ORDERS - STUCK
+    assert redis_client.xlen("flashsale:{drop}:orders") == 0
+    assert redis_client.xpending("flashsale:{drop}:orders", "workers")["pending"] == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nothing_and_its_unstarted_orders_are_claimed(
+    host: tuple[Flask, FlashSale, list[str]],
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis_lib.Redis,
+) -> None:
+    app, ext, tickets = host
+    db = tmp_path / "host.sqlite3"
+    doomed = start_worker(
+        tmp_path, redis_url, "doomed", STUCK_ORDER=tickets[STUCK], STUCK_AFTER_COMMIT="1"
+    )  # the default batch (32) reads all ORDERS orders at once
+    try:
+        wait_until(lambda: (tmp_path / "stuck").exists(), timeout=30)
+        doomed.signal(signal.SIGKILL)
+        assert doomed.wait(10) == -signal.SIGKILL
+    finally:
+        doomed.close()
+    pending_after_kill = redis_client.xpending("flashsale:{drop}:orders", "workers")["pending"]
+    confirmed_before = statuses(app, ext, tickets)["confirmed"]
+
+    rescued = Worker(app, name="rescuer", burst=True).run()
+
+    calls = rows(db, "SELECT order_id, pid, attempt FROM calls")
+    doomed_calls = [o for o, pid, _ in calls if pid != os.getpid()]
+    rescuer_calls = [(o, a) for o, pid, a in calls if pid == os.getpid()]
+    # The dead worker held the whole batch: every order it had not confirmed
+    # (at least the stuck one and those after it) stayed pending on it.
+    assert confirmed_before <= STUCK
+    assert pending_after_kill == ORDERS - confirmed_before
+    assert doomed_calls == tickets[: STUCK + 1]
+    # The rescuer claimed each of them once, as a second delivery, and the
+    # orders the dead worker never started reached a hook exactly once.
+    assert sorted(o for o, _ in rescuer_calls) == sorted(tickets[confirmed_before:])
+    assert {a for _, a in rescuer_calls} == {2}
+    assert rescued == ORDERS - confirmed_before
+    assert Counter(o for o, _, _ in calls)[tickets[-1]] == 1
+    assert sorted(order_id for (order_id,) in rows(db, "SELECT id FROM orders")) == sorted(tickets)
+    assert statuses(app, ext, tickets) == Counter({"confirmed": ORDERS})
     assert redis_client.xlen("flashsale:{drop}:orders") == 0
     assert redis_client.xpending("flashsale:{drop}:orders", "workers")["pending"] == 0
 

@@ -56,7 +56,7 @@ def rows(path: Path, sql: str) -> list[Any]:
 def create_app() -> Flask:
     """The host app, configured from the environment.
 
-    ``TEST_REDIS_URL``, ``HOST_DB``; ``STUCK_ORDER`` (an order id) makes the
+    ``TEST_REDIS_URL``, ``HOST_DB``, ``WORKER_BATCH``; ``STUCK_ORDER`` (an order id) makes the
     hook write ``STUCK_MARKER`` and sleep ``STUCK_SECONDS`` on that order's
     first delivery, after committing its row when ``STUCK_AFTER_COMMIT=1``,
     else inside the still-open transaction.
@@ -68,6 +68,7 @@ def create_app() -> Flask:
         FLASHSALE_INLINE_WORKER=False,
         FLASHSALE_CLAIM_IDLE=float(os.environ.get("CLAIM_IDLE", "0.5")),
         FLASHSALE_RETRY_BACKOFF=0.02,
+        FLASHSALE_WORKER_BATCH=int(os.environ.get("WORKER_BATCH", "32")),
     )
     flashsale = FlashSale(app)
     db_path = os.environ["HOST_DB"]

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_RATELIMIT_HEADERS": True,
     "FLASHSALE_API_RATE_LIMIT": None,
     "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
+    "FLASHSALE_WORKER_BATCH": 32,
 }
 
 
@@ -78,6 +79,7 @@ class Settings:
     ratelimit_headers: bool = True
     api_rate_limit: str | None = None
     api_rate_limit_key: str = "user_or_ip"
+    worker_batch: int = 32
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -151,4 +153,5 @@ def load(config: Any) -> Settings:
         ratelimit_headers=bool(config["FLASHSALE_RATELIMIT_HEADERS"]),
         api_rate_limit=config["FLASHSALE_API_RATE_LIMIT"] or None,
         api_rate_limit_key=config["FLASHSALE_API_RATE_LIMIT_KEY"],
+        worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
     )

@@ -1,7 +1,10 @@
--- The host's hook succeeded: acknowledge the order and confirm its ticket, atomically.
+-- The host's hook succeeded: acknowledge orders and confirm their tickets, atomically.
 --
--- KEYS[1] orders stream   KEYS[2] ticket hash   KEYS[3] retry schedule
--- ARGV[1] group   ARGV[2] entry id
+-- KEYS[1] orders stream   KEYS[2] retry schedule   KEYS[3..] ticket hashes
+-- ARGV[1] group   ARGV[2..] entry ids (ARGV[i] goes with KEYS[i + 1])
+--
+-- One call settles a worker's batch of one sale (FLASHSALE_WORKER_BATCH), or
+-- a single order; each entry is settled on its own, exactly as if alone.
 --
 -- XACK decides: only the first worker to settle an entry gets 1, so the
 -- ticket is confirmed (and order_confirmed sent) once. The ticket only moves
@@ -18,18 +21,25 @@
 -- exactly the orders not yet settled (XLEN - pending is the backlog), and
 -- Redis frees each stream node once all its entries are gone.
 --
--- Reply: {outcome, ticket status}: 'confirmed' when this call confirmed the
--- ticket; 'settled' when the entry was acknowledged but the ticket was no
--- longer queued (cancelled, failed, expired); 'stale' when the entry was not
--- pending any more (another worker settled it, or the sale was deleted).
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return {'stale', redis.call('HGET', KEYS[2], 's') or ''}
+-- Reply: one outcome per entry, in order: 'confirmed' when this call
+-- confirmed the ticket; 'settled' when the entry was acknowledged but the
+-- ticket was no longer queued (cancelled, failed, expired); 'stale' when the
+-- entry was not pending any more (another worker settled it, or the sale was
+-- deleted).
+local out = {}
+for i = 2, #ARGV do
+  local id, ticket = ARGV[i], KEYS[i + 1]
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 0 then
+    out[#out + 1] = 'stale'
+  else
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    if redis.call('HGET', ticket, 's') == 'queued' then
+      redis.call('HSET', ticket, 's', 'confirmed')
+      out[#out + 1] = 'confirmed'
+    else
+      out[#out + 1] = 'settled'
+    end
+  end
 end
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-local status = redis.call('HGET', KEYS[2], 's')
-if status == 'queued' then
-  redis.call('HSET', KEYS[2], 's', 'confirmed')
-  return {'confirmed', 'confirmed'}
-end
-return {'settled', status or ''}
+return out

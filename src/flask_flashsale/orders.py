@@ -6,7 +6,9 @@ and with other workers:
 
 * ``order_claim.lua``: hand out retries that are due and orders a dead worker
   left pending (``XCLAIM`` / ``XAUTOCLAIM``), with Redis' delivery count;
-* ``order_confirm.lua``: ticket ``queued -> confirmed`` + ``XACK`` + ``XDEL``;
+* ``order_confirm.lua``: ticket ``queued -> confirmed`` + ``XACK`` + ``XDEL``,
+  for a batch of orders of one sale in one call;
+* ``order_release.lua``: a stopping worker hands back orders it has not started;
 * ``order_retry.lua``: schedule a failed order's next attempt (it stays pending);
 * ``order_compensate.lua``: give stock back, ticket ``failed``, ``XACK``, dead letter;
 * ``order_cancel.lua``: give stock back once, ticket ``cancelled``;
@@ -163,6 +165,7 @@ class OrderQueue:
         self._compensate = register(client, "gcra", "order_compensate")
         self._cancel = register(client, "order_cancel")
         self._leave = register(client, "order_leave")
+        self._release = register(client, "gcra", "order_release")
         self._requeue = register(client, "order_requeue")
 
     # -- the worker's side -----------------------------------------------------
@@ -176,23 +179,36 @@ class OrderQueue:
         k = self.keys
         return bool(self._group(keys=[k.sale(sale_id), k.stream(sale_id)], args=[GROUP]))
 
-    def read(self, consumer: str, sale_ids: list[str], *, block_ms: int | None) -> list[Delivery]:
-        """New orders for ``consumer``: at most one per sale, so little is in hand at once.
+    def read(
+        self,
+        consumer: str,
+        sale_ids: list[str],
+        *,
+        block_ms: int | None,
+        count: int = 1,
+        split: bool | None = None,
+    ) -> list[Delivery]:
+        """New orders for ``consumer``: at most ``count`` per sale.
 
-        ``block_ms=None`` reads each stream on its own without blocking (the
-        ``memory://`` store ignores ``BLOCK``, and on Cluster one command must
-        not span slots); otherwise one ``XREADGROUP ... BLOCK`` covers every sale.
+        One ``XREADGROUP`` covers every sale, blocking ``block_ms`` (``None``:
+        not at all). ``split`` reads each stream with its own command instead
+        (the ``memory://`` store ignores ``BLOCK``, and on Cluster one command
+        must not span slots); it defaults to ``block_ms is None``.
         """
         by_stream = {self.keys.stream(s): s for s in sale_ids}
         if not by_stream:
             return []
-        if block_ms is None:
+        if split is None:
+            split = block_ms is None
+        if split:
             replies: list[Any] = []
             for stream in by_stream:
-                replies += self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=1) or []
+                replies += (
+                    self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count) or []
+                )
         else:
             streams = dict.fromkeys(by_stream, ">")
-            replies = self.client.xreadgroup(GROUP, consumer, streams, count=1, block=block_ms)
+            replies = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
         out = []
         for stream, entries in replies or []:
             for entry_id, fields in entries:
@@ -234,9 +250,17 @@ class OrderQueue:
 
     def ticket_status(self, delivery: Delivery) -> str | None:
         """The ticket's status, or ``None`` once it has expired."""
-        sale_id, token = split_ticket_id(delivery.ticket_id)
-        status: str | None = self.client.hget(self.keys.ticket(sale_id, token), "s")
-        return status
+        return self.ticket_statuses([delivery])[0]
+
+    def ticket_statuses(self, deliveries: list[Delivery]) -> list[str | None]:
+        """The status of each delivery's ticket (``None``: expired), in one round trip."""
+        if not deliveries:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for d in deliveries:
+            sale_id, token = split_ticket_id(d.ticket_id)
+            pipe.hget(self.keys.ticket(sale_id, token), "s")
+        return list(pipe.execute())
 
     def confirm(self, delivery: Delivery) -> str:
         """Acknowledge the entry and confirm its ticket; return the outcome.
@@ -244,13 +268,44 @@ class OrderQueue:
         ``confirmed`` (this call confirmed it), ``settled`` (acknowledged, but the
         ticket was cancelled, failed or expired) or ``stale`` (already settled).
         """
-        sale_id, token = split_ticket_id(delivery.ticket_id)
+        return self.confirm_many([delivery])[0]
+
+    def confirm_many(self, deliveries: list[Delivery]) -> list[str]:
+        """:meth:`confirm` each delivery; one script call per sale. Outcomes in order."""
+        by_sale: dict[str, list[int]] = {}
+        for i, d in enumerate(deliveries):
+            by_sale.setdefault(d.sale_id, []).append(i)
+        outcomes = [""] * len(deliveries)
         k = self.keys
-        outcome, _ = self._confirm(
-            keys=[k.stream(sale_id), k.ticket(sale_id, token), k.retry(sale_id)],
-            args=[GROUP, delivery.entry_id],
-        )
-        return str(outcome)
+        for sale_id, indexes in by_sale.items():
+            tickets = [k.ticket(*split_ticket_id(deliveries[i].ticket_id)) for i in indexes]
+            replies = self._confirm(
+                keys=[k.stream(sale_id), k.retry(sale_id), *tickets],
+                args=[GROUP, *(deliveries[i].entry_id for i in indexes)],
+            )
+            for i, outcome in zip(indexes, replies, strict=True):
+                outcomes[i] = str(outcome)
+        return outcomes
+
+    def release(self, consumer: str, deliveries: list[Delivery]) -> int:
+        """Hand back orders read but not started; one script call per sale.
+
+        An order delivered once goes back to the queue undelivered (its
+        delivery is not counted); one delivered before is scheduled as a
+        retry due at once. Returns how many were still held and handed back.
+        """
+        by_sale: dict[str, list[str]] = {}
+        for d in deliveries:
+            by_sale.setdefault(d.sale_id, []).append(d.entry_id)
+        released = 0
+        for sale_id, ids in by_sale.items():
+            released += int(
+                self._release(
+                    keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
+                    args=[GROUP, consumer, *ids],
+                )
+            )
+        return released
 
     def retry(self, consumer: str, delivery: Delivery, delay: float) -> bool:
         """Schedule the entry's next delivery in ``delay`` seconds; False if not held."""

@@ -34,6 +34,7 @@ from flask import Flask
 
 from . import registry, signals
 from .errors import ConfigurationError
+from .models import Order
 from .orders import Delivery, OrderQueue
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ PRUNE_AFTER = 3600.0
 #: such as ``timeout`` or a shell deliver one signal to the worker and to its
 #: process group. A later second signal stops the worker at once.
 SIGNAL_REPEAT_WINDOW = 0.5
+#: Orders of a batch whose hook returned are confirmed together, at the end of
+#: the batch or once the oldest has waited this many seconds.
+CONFIRM_AFTER = 0.05
 #: Worker names: they end up in key names and in the consumer group.
 WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
 
@@ -76,10 +80,47 @@ class _Consumer:
         self.cursors: dict[str, str] = {}
 
 
+class _Confirms:
+    """Orders whose hook returned (or that were cancelled), waiting for one confirm call.
+
+    They are confirmed together at the end of the batch, or as soon as the
+    oldest has waited :data:`CONFIRM_AFTER` seconds, so slow hooks still
+    confirm about one order per call and a crash redelivers few of them.
+    """
+
+    __slots__ = ("deliveries", "orders", "since")
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.orders: list[Order | None] = []
+        self.since = 0.0
+
+    def __len__(self) -> int:
+        return len(self.deliveries)
+
+    def add(self, d: Delivery, order: Order | None) -> None:
+        """Queue ``d`` for confirmation; ``order`` is sent with ``order_confirmed``."""
+        if not self.deliveries:
+            self.since = time.monotonic()
+        self.deliveries.append(d)
+        self.orders.append(order)
+
+    def due(self) -> bool:
+        """True once the oldest waiting order has waited long enough."""
+        return bool(self.deliveries) and time.monotonic() - self.since >= CONFIRM_AFTER
+
+    def take(self) -> tuple[list[Delivery], list[Order | None]]:
+        """Empty the list; return what it held."""
+        out = (self.deliveries, self.orders)
+        self.deliveries, self.orders = [], []
+        return out
+
+
 class Worker:
     """Processes the order queue of one app; see :meth:`FlashSale.run_worker`.
 
-    ``concurrency`` consumers each hold at most one order per sale at a time.
+    ``concurrency`` consumers each read up to ``FLASHSALE_WORKER_BATCH``
+    orders per sale at a time.
     :meth:`run` blocks until :meth:`stop`, SIGTERM/SIGINT, or (``burst``) an
     empty queue; :meth:`step` is one turn of the loop, for embedding.
     """
@@ -140,6 +181,11 @@ class Worker:
         self._started = int(time.time() * 1000)
         self._errors: list[BaseException] = []
         self._signalled_at: float | None = None
+        #: Orders read per stream at once (``FLASHSALE_WORKER_BATCH``).
+        self.batch = settings.worker_batch
+        # True while run()'s heartbeat thread renews the leases; otherwise
+        # step() renews them between the orders of a batch.
+        self._beating = False
         #: Orders settled by outcome: ``confirmed``, ``failed``, ``settled``, plus ``retried``.
         self.counts: dict[str, int] = dict.fromkeys(
             ("confirmed", "failed", "settled", "retried"), 0
@@ -170,6 +216,7 @@ class Worker:
             except redis.RedisError as exc:  # the loop waits for Redis to come back
                 log.warning("worker %s: Redis unavailable at start: %s", self.name, exc)
             heart.start()
+            self._beating = True
             if len(self._consumers) == 1:
                 self._work(self._consumers[0])
             else:
@@ -177,6 +224,7 @@ class Worker:
         finally:
             self._stopping.set()
             finished.set()
+            self._beating = False
             if heart.is_alive():
                 heart.join(5)
             self._teardown()
@@ -196,14 +244,19 @@ class Worker:
         return self.counts["confirmed"] + self.counts["failed"] + self.counts["settled"]
 
     def step(self, consumer: int = 0) -> int:
-        """One turn of the loop: claim, else read; handle and settle. Returns orders handled."""
+        """One turn of the loop: claim, else read a batch; handle and settle.
+
+        Returns how many orders it handled.
+        """
         c = self._consumers[consumer]
         try:
             sales = self._discover()
             batch = self._claim(c, sales)
             if not batch:
                 block = None if self.polling or self.burst else int(self.tick * 1000)
-                batch = self.queue.read(c.name, sales, block_ms=block)
+                batch = self.queue.read(
+                    c.name, sales, block_ms=block, count=self.batch, split=self.polling
+                )
         except redis.ResponseError as exc:
             # A sale was deleted (and maybe re-created) under our feet: its
             # stream or group is gone, or our blocked read on it was unblocked.
@@ -213,15 +266,34 @@ class Worker:
             return 0
         for d in batch:
             c.in_hand[d.entry_id] = d
+        done = 0  # orders started (the first ``done`` of the batch)
+        confirms = _Confirms()
         try:
+            statuses: list[str | None] = []
+            checked = 0.0
             for i, d in enumerate(batch):
                 if self._stopping.is_set():
-                    self._release(c, batch[i:])
-                    return i
-                self._handle(c, d)
+                    break
+                if time.monotonic() - checked >= CONFIRM_AFTER:
+                    # The tickets of the rest of the batch, in one round trip:
+                    # again once older than a moment, so that an order
+                    # cancelled while it waited in a batch of slow hooks
+                    # still skips the hook.
+                    statuses[i:] = self.queue.ticket_statuses(batch[i:])
+                    checked = time.monotonic()
+                done += 1
+                self._handle(c, d, statuses[i], confirms)
+                if confirms.due():
+                    self._settle(c, confirms)
+                if not self._beating and time.monotonic() >= self._next_beat:
+                    self._beat()  # no heartbeat thread (inline, step()): renew the leases here
+            self._settle(c, confirms)
+            return done
         finally:
+            # Stopping, or a failure (even a second signal inside a hook):
+            # confirm the hooks that returned, hand back the orders not started.
+            self._wind_up(c, confirms, batch[done:])
             c.in_hand.clear()
-        return len(batch)
 
     def _work(self, c: _Consumer) -> None:
         failures = 0
@@ -261,7 +333,7 @@ class Worker:
 
     # -- one order -------------------------------------------------------------
 
-    def _handle(self, c: _Consumer, d: Delivery) -> None:
+    def _handle(self, c: _Consumer, d: Delivery, status: str | None, confirms: _Confirms) -> None:
         settings = self.state.settings
         with self.app.app_context():
             order = d.order()
@@ -269,8 +341,9 @@ class Worker:
                 # Delivered again and again without an outcome: its worker keeps
                 # dying on it. Give up without calling the hook once more.
                 self._fail(c, d, f"delivered {d.attempt} times without an outcome")
-            elif self.queue.ticket_status(d) in ("cancelled", "failed"):
-                self._count(self.queue.confirm(d))  # acknowledged, the ticket stays as it is
+                c.in_hand.pop(d.entry_id, None)
+            elif status in ("cancelled", "failed"):
+                confirms.add(d, None)  # acknowledged, the ticket stays as it is
             else:
                 try:
                     handler = self._handler()
@@ -293,12 +366,36 @@ class Worker:
                         self._fail(c, d, reason)
                     elif self.queue.retry(c.name, d, self._backoff(d.attempt)):
                         self._count("retried")
+                    c.in_hand.pop(d.entry_id, None)
                 else:
-                    outcome = self.queue.confirm(d)
-                    self._count(outcome)
-                    if outcome == "confirmed" and signals.order_confirmed.receivers:
-                        signals.order_confirmed.send(self.app, order=order)
-        c.in_hand.pop(d.entry_id, None)
+                    confirms.add(d, order)
+
+    def _settle(self, c: _Consumer, confirms: _Confirms) -> None:
+        """Confirm the orders waiting in ``confirms`` (one script call per sale)."""
+        if not confirms.deliveries:
+            return
+        deliveries, orders = confirms.take()
+        outcomes = self.queue.confirm_many(deliveries)
+        for d, order, outcome in zip(deliveries, orders, outcomes, strict=True):
+            self._count(outcome)
+            c.in_hand.pop(d.entry_id, None)
+            if outcome == "confirmed" and order is not None and signals.order_confirmed.receivers:
+                with self.app.app_context():
+                    signals.order_confirmed.send(self.app, order=order)
+
+    def _wind_up(self, c: _Consumer, confirms: _Confirms, rest: list[Delivery]) -> None:
+        """After a batch, however it ended: settle what is done, hand back what is not."""
+        try:
+            self._settle(c, confirms)
+        except redis.RedisError as exc:  # they stay pending: redelivered, hence at least once
+            log.warning("worker %s: could not confirm %d order(s): %s", c.name, len(confirms), exc)
+        if rest:
+            try:
+                self._release(c, rest)
+            except redis.RedisError as exc:  # they stay pending: claimed after the idle time
+                log.warning(
+                    "worker %s: could not hand back %d order(s): %s", c.name, len(rest), exc
+                )
 
     def _fail(self, c: _Consumer, d: Delivery, reason: str) -> None:
         outcome = self.queue.compensate(c.name, d, reason)
@@ -318,12 +415,13 @@ class Worker:
         return float(min(s.retry_backoff * 2 ** (attempt - 1), s.claim_idle))
 
     def _release(self, c: _Consumer, rest: list[Delivery]) -> None:
-        """Stopping: hand back orders read but not started, due at once for any worker.
+        """Hand back orders read but not started, at once for any worker.
 
-        The next claim counts one more delivery for them.
+        One read once goes back to the queue undelivered; one delivered before
+        (a retry, a claimed order) becomes a retry due now, which counts one
+        more delivery.
         """
-        for d in rest:
-            self.queue.retry(c.name, d, 0)
+        self.queue.release(c.name, rest)
 
     # -- around the loop -------------------------------------------------------
 
