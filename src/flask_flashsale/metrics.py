@@ -16,6 +16,7 @@ Nothing uses prometheus_client's global default registry: each app has its
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -62,25 +63,36 @@ class RedisCollector:
     """Reads the Redis gauges at scrape time, in two pipelined round trips.
 
     A Redis error skips these gauges for that scrape and counts it in
-    ``flashsale_scrape_errors_total``; the rest of the exposition is served.
+    ``flashsale_scrape_errors_total`` (which this collector yields, so a
+    scrape already shows its own failure); the rest of the exposition is served.
     """
 
-    def __init__(self, state: FlashSaleState, errors: Any) -> None:
+    def __init__(self, state: FlashSaleState) -> None:
         self.state = state
-        self.errors = errors
+        #: Scrapes whose Redis gauges were skipped.
+        self.errors = 0
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
         """Nothing up front: the registry then never scrapes Redis on registration."""
         return []
 
     def collect(self) -> Iterator[Any]:
-        """Yield the gauge families, or nothing if Redis could not be read."""
+        """Yield the gauge families (none if Redis could not be read), then the error count."""
+        from prometheus_client.core import CounterMetricFamily
+
         try:
             families = self._read()
         except Exception:  # any Redis or breaker failure: skip the gauges, never 500
-            self.errors.inc()
-            return
+            families = []
+            with self._lock:
+                self.errors += 1
         yield from families
+        yield CounterMetricFamily(
+            "flashsale_scrape_errors",
+            "Scrapes that could not read the Redis gauges (they were left out).",
+            value=self.errors,
+        )
 
     def _read(self) -> list[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -178,13 +190,9 @@ class Metrics:
             ["sale", "outcome"],
             registry=self.registry,
         )
-        #: ``flashsale_scrape_errors_total``: scrapes whose Redis gauges were skipped.
-        self.scrape_errors = Counter(
-            "flashsale_scrape_errors",
-            "Scrapes that could not read the Redis gauges (they were left out).",
-            registry=self.registry,
-        )
-        self.registry.register(RedisCollector(state, self.scrape_errors))
+        #: Reads the Redis gauges and ``flashsale_scrape_errors_total`` at scrape time.
+        self.redis = RedisCollector(state)
+        self.registry.register(self.redis)
 
     def admitted(self, sale_id: str, admission: Admission, started: float) -> None:
         """Record one answered attempt; ``started`` is its ``time.perf_counter()``."""
