@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_API_RATE_LIMIT": None,
     "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
     "FLASHSALE_WORKER_BATCH": 32,
+    "FLASHSALE_METRICS": None,
+    "FLASHSALE_METRICS_PATH": "/metrics",
 }
 
 
@@ -80,6 +82,8 @@ class Settings:
     api_rate_limit: str | None = None
     api_rate_limit_key: str = "user_or_ip"
     worker_batch: int = 32
+    metrics: bool = False
+    metrics_path: str | None = None
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -154,4 +158,28 @@ def load(config: Any) -> Settings:
         api_rate_limit=config["FLASHSALE_API_RATE_LIMIT"] or None,
         api_rate_limit_key=config["FLASHSALE_API_RATE_LIMIT_KEY"],
         worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
+        metrics=_metrics_enabled(config),
+        metrics_path=_metrics_path(config),
     )
+
+
+def _metrics_enabled(config: Any) -> bool:
+    from .metrics import available
+
+    wanted = config["FLASHSALE_METRICS"]
+    if wanted is None:
+        return available()
+    if wanted and not available():
+        raise ConfigurationError(
+            "FLASHSALE_METRICS needs prometheus_client: install Flask-FlashSale[metrics]"
+        )
+    return bool(wanted)
+
+
+def _metrics_path(config: Any) -> str | None:
+    path = config["FLASHSALE_METRICS_PATH"]
+    if not path:
+        return None
+    if not str(path).startswith("/"):
+        raise ConfigurationError(f"FLASHSALE_METRICS_PATH must start with '/'; got {path!r}")
+    return str(path)

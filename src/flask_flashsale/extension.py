@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from .connection import client_from_settings
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
+from .metrics import Metrics
 from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket
 from .orders import OrderQueue
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
@@ -105,6 +107,8 @@ class FlashSaleState:
             api_rate_limit=settings.api_rate_limit,
             api_rate_limit_key=settings.api_rate_limit_key,
         )
+        #: Prometheus metrics on the app's own registry (``FLASHSALE_METRICS``), else ``None``.
+        self.metrics: Metrics | None = Metrics(self) if settings.metrics else None
 
     @property
     def secret(self) -> bytes:
@@ -146,6 +150,13 @@ class FlashSale:
         app.extensions["flashsale"].limiter.install(app)
         if settings.inline_worker:
             app.extensions["flashsale"].inline_worker = InlineWorker(app)
+        metrics = app.extensions["flashsale"].metrics
+        if metrics is not None:
+            metrics.connect(app)
+            if settings.metrics_path:
+                app.add_url_rule(
+                    settings.metrics_path, "flashsale_metrics", lambda: metrics.response()
+                )
 
     def identity_loader(self, fn: F) -> F:
         """Register the function that returns the current buyer's id (``None``: 401).
@@ -270,9 +281,13 @@ class FlashSale:
         still gets its ticket back (``duplicate``).
         """
         state = self.state()
+        metrics = state.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         uid = check_order(sale_id, user_id, quantity, state.settings.max_quantity)
         cache = state.cache
         if idempotency_key is None and cache.sold_out(sale_id):
+            if metrics is not None:
+                metrics.admitted(sale_id, SOLD_OUT_FROM_MEMORY, started)
             return SOLD_OUT_FROM_MEMORY
         epoch = cache.epoch
         secret = state.secret if idempotency_key is not None else b""
@@ -299,6 +314,8 @@ class FlashSale:
                 key=f"order:{sale_id}:{uid}",
                 retry_after=admission.retry_after,
             )
+        if metrics is not None:
+            metrics.admitted(sale_id, admission, started)
         return admission
 
     def get_ticket(self, ticket_id: str) -> Ticket | None:
@@ -319,6 +336,21 @@ class FlashSale:
             status=data["s"],
             reason=data.get("r") or None,
         )
+
+    # -- monitoring -----------------------------------------------------------
+
+    def metrics_response(self) -> Any:
+        """The Prometheus text exposition of the app's metrics, as a response.
+
+        For a host that serves metrics from its own view (e.g. behind its own
+        guard, with ``FLASHSALE_METRICS_PATH = None``). Raises
+        :class:`~flask_flashsale.ConfigurationError` if ``FLASHSALE_METRICS`` is off.
+        See :doc:`metrics`.
+        """
+        metrics = self.state().metrics
+        if metrics is None:
+            raise ConfigurationError("metrics are off: set FLASHSALE_METRICS = True")
+        return metrics.response()
 
     # -- rate limits ----------------------------------------------------------
 

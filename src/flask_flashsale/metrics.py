@@ -1,0 +1,218 @@
+"""Prometheus metrics of one app (``FLASHSALE_METRICS``), on a registry of its own.
+
+Two kinds of metric live here:
+
+* counters and a histogram recorded in this process: admissions by result
+  (:meth:`FlashSale.place_order <flask_flashsale.FlashSale.place_order>`) and
+  orders settled by a worker running in this process (through the
+  ``order_confirmed`` / ``order_failed`` signals);
+* gauges read from Redis when Prometheus scrapes (:class:`RedisCollector`):
+  stock, queue length, pending, lag and dead letters of every sale, and the
+  live workers. They are the same whichever process is scraped.
+
+Nothing uses prometheus_client's global default registry: each app has its
+:class:`Metrics` in ``app.extensions["flashsale"].metrics``. See :doc:`/metrics`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response
+
+from . import signals
+from .models import Admission, Order
+from .orders import GROUP
+
+if TYPE_CHECKING:
+    from .extension import FlashSaleState
+
+#: Label used instead of the sale id for attempts on a sale that does not
+#: exist, so clients cannot create label values at will.
+UNKNOWN_SALE = "_unknown"
+
+#: Buckets of ``flashsale_admission_seconds``: 100 µs to 250 ms.
+ADMISSION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+
+
+def available() -> bool:
+    """True if ``prometheus_client`` (the ``metrics`` extra) can be imported."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RedisCollector:
+    """Reads the Redis gauges at scrape time, in two pipelined round trips.
+
+    A Redis error skips these gauges for that scrape and counts it in
+    ``flashsale_scrape_errors_total`` (which this collector yields, so a
+    scrape already shows its own failure); the rest of the exposition is served.
+    """
+
+    def __init__(self, state: FlashSaleState) -> None:
+        self.state = state
+        #: Scrapes whose Redis gauges were skipped.
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Any]:
+        """Nothing up front: the registry then never scrapes Redis on registration."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the gauge families (none if Redis could not be read), then the error count."""
+        from prometheus_client.core import CounterMetricFamily
+
+        try:
+            families = self._read()
+        except Exception:  # any Redis or breaker failure: skip the gauges, never 500
+            families = []
+            with self._lock:
+                self.errors += 1
+        yield from families
+        yield CounterMetricFamily(
+            "flashsale_scrape_errors",
+            "Scrapes that could not read the Redis gauges (they were left out).",
+            value=self.errors,
+        )
+
+    def _read(self) -> list[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        client, keys = self.state.client, self.state.keys
+        pipe = client.pipeline(transaction=False)
+        pipe.smembers(keys.sales_index())
+        pipe.smembers(keys.workers())
+        sale_ids, worker_names = (sorted(s) for s in pipe.execute())
+        pipe = client.pipeline(transaction=False)
+        for sale_id in sale_ids:
+            pipe.hget(keys.sale(sale_id), "remaining")
+            pipe.xlen(keys.stream(sale_id))
+            pipe.xpending(keys.stream(sale_id), GROUP)
+            pipe.xlen(keys.dead(sale_id))
+        for name in worker_names:
+            pipe.exists(keys.worker(name))
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            # A stream without the group yet answers XPENDING with an error;
+            # anything else (connection lost mid-pipeline) fails the scrape.
+            if isinstance(reply, Exception) and not _no_group(reply):
+                raise reply
+
+        stock = GaugeMetricFamily(
+            "flashsale_stock_remaining", "Units of the sale not yet admitted.", labels=["sale"]
+        )
+        length = GaugeMetricFamily(
+            "flashsale_queue_length",
+            "Orders in the sale's stream not yet settled (undelivered + pending).",
+            labels=["sale"],
+        )
+        pending = GaugeMetricFamily(
+            "flashsale_queue_pending",
+            "Orders delivered to a worker and not yet settled.",
+            labels=["sale"],
+        )
+        lag = GaugeMetricFamily(
+            "flashsale_queue_lag",
+            "Orders admitted but not yet delivered to any worker (scale workers on this).",
+            labels=["sale"],
+        )
+        dead = GaugeMetricFamily(
+            "flashsale_dead_letters", "Orders in the sale's dead-letter stream.", labels=["sale"]
+        )
+        for i, sale_id in enumerate(sale_ids):
+            remaining, xlen, summary, dead_len = replies[4 * i : 4 * i + 4]
+            in_hand = 0 if isinstance(summary, Exception) else int(summary["pending"])
+            if remaining is not None:
+                stock.add_metric([sale_id], int(remaining))
+            length.add_metric([sale_id], int(xlen))
+            pending.add_metric([sale_id], in_hand)
+            lag.add_metric([sale_id], max(int(xlen) - in_hand, 0))
+            dead.add_metric([sale_id], int(dead_len))
+        live = sum(int(n) for n in replies[4 * len(sale_ids) :])
+        workers = GaugeMetricFamily(
+            "flashsale_workers_live", "Workers whose heartbeat has not expired."
+        )
+        workers.add_metric([], live)
+        return [stock, length, pending, lag, dead, workers]
+
+
+def _no_group(exc: Exception) -> bool:
+    import redis
+
+    return isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc)
+
+
+class Metrics:
+    """The Prometheus registry of one app and the metrics recorded in-process."""
+
+    def __init__(self, state: FlashSaleState) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        #: The app's own registry (never prometheus_client's global one).
+        self.registry = CollectorRegistry(auto_describe=False)
+        #: ``flashsale_admissions_total{sale,result}``: result is ``Admission.status``.
+        self.admissions = Counter(
+            "flashsale_admissions",
+            "Order attempts answered by admission, by sale and result.",
+            ["sale", "result"],
+            registry=self.registry,
+        )
+        #: ``flashsale_admission_seconds``: time spent in ``place_order``.
+        self.admission_seconds = Histogram(
+            "flashsale_admission_seconds",
+            "Time to answer an order attempt (FlashSale.place_order).",
+            buckets=ADMISSION_BUCKETS,
+            registry=self.registry,
+        )
+        #: ``flashsale_orders_settled_total{sale,outcome}``: ``confirmed`` or ``failed``.
+        self.settled = Counter(
+            "flashsale_orders_settled",
+            "Orders settled by a worker of this process, by sale and outcome.",
+            ["sale", "outcome"],
+            registry=self.registry,
+        )
+        #: Reads the Redis gauges and ``flashsale_scrape_errors_total`` at scrape time.
+        self.redis = RedisCollector(state)
+        self.registry.register(self.redis)
+
+    def admitted(self, sale_id: str, admission: Admission, started: float) -> None:
+        """Record one answered attempt; ``started`` is its ``time.perf_counter()``."""
+        self.admission_seconds.observe(time.perf_counter() - started)
+        sale = UNKNOWN_SALE if admission.status == "not_found" else sale_id
+        self.admissions.labels(sale, admission.status).inc()
+
+    def connect(self, app: Flask) -> None:
+        """Count the orders the app's workers settle (``order_confirmed``/``order_failed``)."""
+        signals.order_confirmed.connect(self._confirmed, app)
+        signals.order_failed.connect(self._failed, app)
+
+    def _confirmed(self, sender: Any, order: Order, **extra: Any) -> None:
+        self.settled.labels(order.sale_id, "confirmed").inc()
+
+    def _failed(self, sender: Any, order: Order, **extra: Any) -> None:
+        self.settled.labels(order.sale_id, "failed").inc()
+
+    def response(self) -> Response:
+        """The text exposition of the registry, as a Flask response."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
