@@ -15,6 +15,18 @@ from .redis_server import RedisServer
 from .worker_host import FAST, wait_until, worker_thread
 
 MakeApp = Callable[..., tuple[Flask, FlashSale]]
+ROUTE = {"FLASHSALE_METRICS_PATH": "/metrics"}
+
+
+@pytest.fixture
+def make_app(make_app: MakeApp) -> MakeApp:
+    """The host-app factory, with the /metrics route turned on (it is off by default)."""
+
+    def factory(**config: object) -> tuple[Flask, FlashSale]:
+        return make_app(**{**ROUTE, **config})
+
+    return factory
+
 
 REDIS_GAUGES = {
     "flashsale_stock_remaining",
@@ -165,7 +177,7 @@ def test_metrics_path_can_move_or_be_left_to_the_host(make_app: MakeApp) -> None
 def test_scrape_during_a_redis_outage_skips_the_redis_gauges(
     private_redis: RedisServer,
 ) -> None:
-    app, ext = build_app(private_redis.url, FLASHSALE_BREAKER_FAIL_MAX=0)
+    app, ext = build_app(private_redis.url, FLASHSALE_BREAKER_FAIL_MAX=0, **ROUTE)
     with app.app_context():
         ext.create_sale("tee", stock=3)
         ext.place_order("tee", "alice")
@@ -182,7 +194,7 @@ def test_scrape_during_a_redis_outage_skips_the_redis_gauges(
 def test_scrape_with_the_breaker_open_skips_the_redis_gauges(
     private_redis: RedisServer,
 ) -> None:
-    app, _ = build_app(private_redis.url, FLASHSALE_BREAKER_FAIL_MAX=1)
+    app, _ = build_app(private_redis.url, FLASHSALE_BREAKER_FAIL_MAX=1, **ROUTE)
     private_redis.stop()
     for _ in range(3):
         gauges = scrape(app)
@@ -227,3 +239,11 @@ def test_an_order_attempt_with_metrics_on_is_one_round_trip(
         sent = command_counter.count(lambda: ext.place_order("tee", "alice"))
     assert [c.split()[0] for c in sent] == ["EVALSHA"]
     assert value(app, "flashsale_admissions_total", sale="tee", result="queued") == 2
+
+
+def test_no_metrics_route_unless_the_host_asks_for_one(redis_url: str) -> None:
+    app, ext = build_app(redis_url)
+    assert FlashSale.state(app).metrics is not None  # recorded, but not served
+    assert app.test_client().get("/metrics").status_code == 404
+    with app.app_context():
+        assert b"flashsale_admissions" in ext.metrics_response().get_data()

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
     "FLASHSALE_WORKER_BATCH": 32,
     "FLASHSALE_METRICS": None,
-    "FLASHSALE_METRICS_PATH": "/metrics",
+    "FLASHSALE_METRICS_PATH": None,
 }
 
 

@@ -203,9 +203,7 @@ class OrderQueue:
         if split:
             replies: list[Any] = []
             for stream in by_stream:
-                replies += (
-                    self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count) or []
-                )
+                replies += self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count) or []
         else:
             streams = dict.fromkeys(by_stream, ">")
             replies = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
