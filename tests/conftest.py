@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,21 @@ from flask_flashsale import FlashSale
 from .redis_server import RedisServer, require_redis_binary
 
 _counter = itertools.count()
+
+#: ``make_app(**config) -> (app, flashsale)``, the type of the factory fixture.
+MakeApp = Callable[..., tuple[Flask, FlashSale]]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Poll ``predicate`` until true; return the seconds it took (fail after ``timeout``)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
 #: Apps built by build_app in this process, so their event subscribers can be stopped.
 _built: list[Flask] = []
 

@@ -26,9 +26,30 @@ def test_strategies_benchmark_accounts_for_every_attempt(tmp_path: Path) -> None
     out = tmp_path / "strategies.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "strategies", "--rounds", "1", "--duration", "0.5",
-         "--processes", "1", "--threads", "2", "--strategies", "lua", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "strategies",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.5",
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--strategies",
+            "lua",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())

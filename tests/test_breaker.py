@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,11 +21,10 @@ from flask_flashsale.breaker import (
     GuardedRedis,
 )
 
-from .conftest import build_app
+from .conftest import MakeApp, build_app
 from .redis_server import free_port
 
 PREFIX = "/api/flash-sales"
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 DOWN = redis_lib.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,21 +14,10 @@ from flask_flashsale import FlashSale
 from flask_flashsale.breaker import GuardedPipeline, GuardedRedis
 from flask_flashsale.cache import SaleCache
 
-from .conftest import CommandCounter, build_app
+from .conftest import CommandCounter, MakeApp, build_app, wait_for
 from .redis_server import RedisServer
 
 PREFIX = "/api/flash-sales"
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Poll ``predicate`` until true; return the seconds it took (fail after ``timeout``)."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 def subscribed(app: Flask) -> None:
@@ -240,9 +228,7 @@ def test_local_admin_changes_are_visible_at_once(make_app: MakeApp) -> None:
 
 
 @pytest.mark.parametrize("change", ["create", "restock", "delete"])
-def test_admin_change_in_one_app_drops_the_entry_in_another(
-    make_app: MakeApp, change: str
-) -> None:
+def test_admin_change_in_one_app_drops_the_entry_in_another(make_app: MakeApp, change: str) -> None:
     reader, reader_ext = make_app(FLASHSALE_CACHE_TTL=60)
     admin, admin_ext = make_app()
     with admin.app_context():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
@@ -11,9 +11,8 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, Order, TicketNotFound, order_cancelled, order_confirmed
 
+from .conftest import MakeApp
 from .worker_host import FAST
-
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import multiprocessing
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,9 +14,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, FlashSaleError, LockLost, LockNotAcquired
 
-from .conftest import build_app
-
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
+from .conftest import MakeApp, build_app
 
 
 def racy_increment(client: redis_lib.Redis, key: str) -> None:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_flashsale import ConfigurationError, FlashSale, Order
 
-from .conftest import build_app
+from .conftest import MakeApp, build_app
 from .redis_server import RedisServer
 from .worker_host import FAST, wait_until, worker_thread
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 ROUTE = {"FLASHSALE_METRICS_PATH": "/metrics"}
 
 

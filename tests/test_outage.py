@@ -157,9 +157,7 @@ def test_redis_crash_is_answered_with_fast_503s_and_nothing_is_lost(
         stop_reading.set()
         read.result(timeout=10)
 
-    during = [
-        h for h in recorder.hits if down <= h.started and h.started + h.latency <= restarting
-    ]
+    during = [h for h in recorder.hits if down <= h.started and h.started + h.latency <= restarting]
     assert len(during) > 50, "the outage window saw too few requests to judge"
     assert not [h for h in recorder.hits if h.status >= 500 and h.status != 503]
     for hit in during:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis as redis_lib
-from flask import Flask
 
 from flask_flashsale import FlashSale
 
+from .conftest import MakeApp
+
 PREFIX = "/api/flash-sales"
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 
 
 def test_pool_settings_reach_the_blocking_pool(make_app: MakeApp) -> None:

@@ -287,9 +287,7 @@ def test_ip_key_ignores_x_forwarded_for_without_proxyfix(make_app: Any) -> None:
     first = client.get("/search", environ_base=proxy, headers={"X-Forwarded-For": "198.51.100.1"})
     assert (first.status_code, first.get_data(as_text=True)) == (200, "10.0.0.1")
     # A different (spoofable) X-Forwarded-For does not buy a new bucket.
-    spoofed = client.get(
-        "/search", environ_base=proxy, headers={"X-Forwarded-For": "198.51.100.2"}
-    )
+    spoofed = client.get("/search", environ_base=proxy, headers={"X-Forwarded-For": "198.51.100.2"})
     assert spoofed.status_code == 429
 
 
@@ -299,9 +297,7 @@ def test_ip_key_behind_proxyfix_uses_the_forwarded_client_address(make_app: Any)
     proxy = {"REMOTE_ADDR": "10.0.0.1"}
 
     def get(forwarded_for: str) -> Any:
-        return client.get(
-            "/search", environ_base=proxy, headers={"X-Forwarded-For": forwarded_for}
-        )
+        return client.get("/search", environ_base=proxy, headers={"X-Forwarded-For": forwarded_for})
 
     first = get("198.51.100.1")
     assert (first.status_code, first.get_data(as_text=True)) == (200, "198.51.100.1")
@@ -589,9 +585,7 @@ def test_site_wide_api_limit_adds_one_round_trip(make_app: Any, command_counter:
         flashsale.create_sale("tee", stock=5, per_user_limit=5)
     client = app.test_client()
     client.post("/api/flash-sales/tee/order", headers=ALICE)
-    sent = command_counter.count(
-        lambda: client.post("/api/flash-sales/tee/order", headers=ALICE)
-    )
+    sent = command_counter.count(lambda: client.post("/api/flash-sales/tee/order", headers=ALICE))
     assert len(sent) == 2 and all(c.startswith("EVALSHA") for c in sent), sent
 
 

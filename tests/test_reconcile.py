@@ -8,7 +8,7 @@ ticket's status to ``confirmed``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from flask import Flask
 from flask_flashsale import FlashSale, reconcile
 from flask_flashsale.cli import flashsale_cli
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
+from .conftest import MakeApp
 
 
 class Shop:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis as redis_lib
 from flask import Flask
 
 from flask_flashsale import FlashSale
 from flask_flashsale.cache import SaleCache
 
-from .conftest import CommandCounter
+from .conftest import CommandCounter, MakeApp, wait_for
 
 PREFIX = "/api/flash-sales"
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 def sold_out_app(make_app: MakeApp, stock: int = 1, **config: Any) -> tuple[Flask, FlashSale]:
@@ -153,9 +141,7 @@ def test_idempotent_retry_bypasses_the_fast_path_and_gets_its_ticket(
         assert FlashSale.state(app).cache.sold_out("tee")
         replies: list[Any] = []
         sent = command_counter.count(
-            lambda: replies.append(
-                flashsale.place_order("tee", "alice", idempotency_key="click-1")
-            )
+            lambda: replies.append(flashsale.place_order("tee", "alice", idempotency_key="click-1"))
         )
     assert [c.split()[0] for c in sent] == ["EVALSHA"]
     assert (replies[0].status, replies[0].ticket_id) == ("duplicate", first.ticket_id)

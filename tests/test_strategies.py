@@ -18,7 +18,8 @@ from flask_flashsale import ConfigurationError, FlashSale
 from flask_flashsale.lock import FencedLock
 from flask_flashsale.strategies import LockStrategy, OptimisticStrategy
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
+from .conftest import MakeApp
+
 PYTHON_SIDE = ["optimistic", "lock"]
 
 

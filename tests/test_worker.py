@@ -18,9 +18,9 @@ from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirme
 from flask_flashsale.orders import GROUP
 from flask_flashsale.worker import Worker
 
+from .conftest import MakeApp
 from .worker_host import FAST, wait_until, worker_thread
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 STREAM = "flashsale:{{{}}}:orders"
 
 
@@ -362,7 +362,6 @@ def test_worker_names_are_validated(make_app: MakeApp) -> None:
         Worker(app, name="no spaces please")
     with pytest.raises(ValueError, match="concurrency"):
         Worker(app, concurrency=0)
-
 
 
 def test_a_long_list_of_live_orders_cannot_hide_a_dead_workers_order(

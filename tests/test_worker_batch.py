@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import redis as redis_lib
@@ -15,10 +14,9 @@ from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirme
 from flask_flashsale.scripts import source
 from flask_flashsale.worker import CONFIRM_AFTER, Worker
 
-from .conftest import CommandCounter
+from .conftest import CommandCounter, MakeApp
 from .worker_host import FAST
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 STREAM = "flashsale:{drop}:orders"
 CONFIRM_SHA = hashlib.sha1(source("order_confirm").encode()).hexdigest()
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import redis as redis_lib
 from flask import Flask
 
-from flask_flashsale import FlashSale, Order
+from flask_flashsale import Order
 from flask_flashsale.cli import flashsale_cli
 
+from .conftest import MakeApp
 from .worker_host import FAST, wait_until, worker_thread
-
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 
 
 def invoke(app: Flask, *args: str) -> tuple[int, str]:

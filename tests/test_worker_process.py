@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,6 @@ from flask_flashsale.worker import SIGNAL_REPEAT_WINDOW, Worker
 
 from .worker_host import WorkerProcess, create_app, init_db, rows, wait_until
 
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
 ORDERS = 20
 STUCK = 9  # index of the order the first worker gets stuck on
 
