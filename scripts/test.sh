@@ -2,6 +2,7 @@
 # Install the test dependencies and run every check: ruff, mypy, pytest, Sphinx.
 # This is the README's test command; .ci/run runs exactly this.
 set -euo pipefail
+PY="${PYTHON:-python3}"
 cd "$(dirname "$0")/.."
 
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -15,13 +16,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 echo "== pip install -e '.[dev]'"
-python -m pip install -q -e '.[dev]'
+"$PY" -m pip install -q -e '.[dev]'
 
 echo "== ruff"
-python -m ruff check src tests examples benchmarks
+"$PY" -m ruff check src tests examples benchmarks
 echo "== mypy"
-python -m mypy
+"$PY" -m mypy
 echo "== sphinx-build -W"
-python -m sphinx -W -q -b html docs docs/_build/html
+"$PY" -m sphinx -W -q -b html docs docs/_build/html
 echo "== pytest"
-python -m pytest -q -p no:cacheprovider "$@"
+"$PY" -m pytest -q -p no:cacheprovider "$@"
