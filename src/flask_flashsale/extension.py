@@ -296,10 +296,9 @@ class FlashSale:
         if admission.remaining == 0 and admission.status in ("sold_out", "queued"):
             cache.note_sold_out(sale_id, epoch)
         if admission.status == "queued":
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
             if signals.order_admitted.receivers:
                 signals.order_admitted.send(
-                    app,
+                    current_app._get_current_object(),  # type: ignore[attr-defined]
                     sale_id=sale_id,
                     user_id=uid,
                     ticket_id=admission.ticket_id,
@@ -307,7 +306,10 @@ class FlashSale:
                     remaining=admission.remaining,
                 )
             if admission.remaining == 0 and signals.sale_sold_out.receivers:
-                signals.sale_sold_out.send(app, sale_id=sale_id)
+                signals.sale_sold_out.send(
+                    current_app._get_current_object(),  # type: ignore[attr-defined]
+                    sale_id=sale_id,
+                )
         elif admission.status == "rate_limited" and signals.request_rate_limited.receivers:
             signals.request_rate_limited.send(
                 current_app._get_current_object(),  # type: ignore[attr-defined]
