@@ -60,6 +60,8 @@ def create_command(
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
+    except FlashSaleError as exc:
+        raise click.ClickException(f"{exc.error_code}: {exc.description}") from None
     click.echo(json.dumps(sale.to_dict()))
 
 
@@ -72,6 +74,8 @@ def restock_command(sale_id: str, quantity: int) -> None:
         remaining = _ext().restock(sale_id, quantity)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    except FlashSaleError as exc:
+        raise click.ClickException(f"{exc.error_code}: {exc.description}") from None
     click.echo(f"{sale_id}: {remaining} remaining")
 
 
