@@ -110,7 +110,7 @@ def start_child(procs: Processes, argv: list[str]) -> subprocess.Popen[bytes]:
 
 
 def tell(proc: subprocess.Popen[bytes]) -> None:
-    """Send one line to ``proc``'s stdin (GO / EXIT)."""
+    """Send one line to ``proc``'s stdin: go (or, for an admitter that is done, exit)."""
     assert proc.stdin is not None
     proc.stdin.write(b"GO\n")
     proc.stdin.flush()
