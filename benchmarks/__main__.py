@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks {http,strategies,worker,sellout,redis-ceiling,chart}``.
+"""Entry point: ``python -m benchmarks {http,strategies,worker,sellout,redis-ceiling,soak,chart}``.
 
 Run from the repository root. This checkout's ``src/`` goes first on the path
 (here and in every process a benchmark starts), so the numbers are always
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "worker": "benchmarks.worker_bench",
     "sellout": "benchmarks.sellout",
     "redis-ceiling": "benchmarks.redis_ceiling",
+    "soak": "benchmarks.soak",
 }
 
 
