@@ -162,6 +162,17 @@ class CircuitBreaker:
                 change = self._set(OPEN)
         self._notify(change)
 
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` (one Redis round trip) through the breaker."""
+        self.before_call()
+        try:
+            result = fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            self.on_error(exc)
+            raise
+        self.on_success()
+        return result
+
     def _set(self, new: str) -> tuple[str, str] | None:
         old = self.state
         if old is new:
@@ -184,27 +195,12 @@ class GuardedPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send the queued commands (one round trip), through the breaker."""
-        breaker = self.breaker
-        breaker.before_call()
-        try:
-            result = super().execute(raise_on_error)
-        except redis.RedisError as exc:
-            breaker.on_error(exc)
-            raise
-        breaker.on_success()
+        result: list[Any] = self.breaker.call(super().execute, raise_on_error)
         return result
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         """Run a command at once (``WATCH`` and reads while watching), through the breaker."""
-        breaker = self.breaker
-        breaker.before_call()
-        try:
-            result = super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except redis.RedisError as exc:
-            breaker.on_error(exc)
-            raise
-        breaker.on_success()
-        return result
+        return self.breaker.call(super().immediate_execute_command, *args, **options)
 
 
 class GuardedRedis(redis.Redis):
@@ -221,15 +217,7 @@ class GuardedRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command (one round trip), through the breaker."""
-        breaker = self.breaker
-        breaker.before_call()
-        try:
-            result = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except redis.RedisError as exc:
-            breaker.on_error(exc)
-            raise
-        breaker.on_success()
-        return result
+        return self.breaker.call(super().execute_command, *args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> GuardedPipeline:
         """A pipeline whose round trips go through the same breaker."""
