@@ -376,6 +376,40 @@ def run_wrk(
     raise SystemExit(f"wrk failed ({proc.returncode}): {err.strip() or out[-500:]}")
 
 
+# Child benchmark processes speak a three-line protocol on stdin/stdout: they
+# print READY (or UNAVAILABLE <why>) once set up, start on a GO line, and
+# print RESULT <json> when done.
+
+
+def await_ready(proc: subprocess.Popen[bytes], what: str) -> None:
+    """Wait for ``proc``'s READY line; :class:`NotAvailable` on UNAVAILABLE."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if line.startswith("UNAVAILABLE"):
+        raise NotAvailable(line.split(" ", 1)[1])
+    if line != "READY":
+        raise SystemExit(f"{what} process failed to start: {line!r}")
+
+
+def send_go(proc: subprocess.Popen[bytes]) -> None:
+    """Send one GO line to ``proc``."""
+    assert proc.stdin is not None
+    proc.stdin.write(b"GO\n")
+    proc.stdin.flush()
+
+
+def read_result(proc: subprocess.Popen[bytes], what: str, timeout: float) -> dict[str, Any]:
+    """Read ``proc``'s output to the end, wait for it, and return its RESULT."""
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    proc.wait(timeout)
+    result = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if result is None:
+        raise SystemExit(f"{what} process exited {proc.returncode} without a result")
+    parsed: dict[str, Any] = json.loads(result[len("RESULT "):])
+    return parsed
+
+
 def run_crowds(
     procs: Processes,
     *,
@@ -402,26 +436,11 @@ def run_crowds(
             started.append(procs.start(argv + extra, cwd=ROOT, env=env_for_children(),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         for proc in started:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode().strip()
-            if line.startswith("UNAVAILABLE"):
-                raise NotAvailable(line.split(" ", 1)[1])
-            if line != "READY":
-                raise SystemExit(f"crowd process failed to start: {line!r}")
+            await_ready(proc, "crowd")
         t0 = time.perf_counter()
         for proc in started:
-            assert proc.stdin is not None
-            proc.stdin.write(b"GO\n")
-            proc.stdin.flush()
-        parts = []
-        for proc in started:
-            assert proc.stdout is not None
-            out = proc.stdout.read().decode()
-            proc.wait(60)
-            result = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
-            if result is None:
-                raise SystemExit(f"crowd process exited {proc.returncode} without a result")
-            parts.append(json.loads(result[len("RESULT "):]))
+            send_go(proc)
+        parts = [read_result(proc, "crowd", 60) for proc in started]
         wall = time.perf_counter() - t0
     finally:
         for proc in started:

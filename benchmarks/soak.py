@@ -102,18 +102,8 @@ def start_child(procs: Processes, argv: list[str]) -> subprocess.Popen[bytes]:
     proc = procs.start([*common.python_argv(), "-m", "benchmarks.soak_proc", *argv],
                        cwd=common.ROOT, env=common.env_for_children(),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().strip()
-    if line != "READY":
-        raise SystemExit(f"soak process {argv[0]} failed to start: {line!r}")
+    common.await_ready(proc, f"soak {argv[0]}")
     return proc
-
-
-def tell(proc: subprocess.Popen[bytes]) -> None:
-    """Send one line to ``proc``'s stdin: go (or, for an admitter that is done, exit)."""
-    assert proc.stdin is not None
-    proc.stdin.write(b"GO\n")
-    proc.stdin.flush()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             worker_released = False
             sample("start")
             for p in admitters:
-                tell(p)
+                common.send_go(p)
             marks = (0, 0)
             deadline = time.monotonic() + 1800
             while True:
@@ -191,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         (s["redis_used_memory"] - mem0) / max(1, s["admitted"]))
                     result["queued_at_release"] = s["stream_len"]
                     worker_released = True
-                    tell(worker)
+                    common.send_go(worker)
                 settled = max(0, admitted - int(c.xlen(stream))) if worker_released else 0
                 now = (admitted * 20 // n, settled * 20 // n)
                 admitters_done = all(r.done.is_set() for r in readers)
@@ -206,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["admitted_s"] = max((r.result or {}).get("wall_s", 0.0) for r in readers)
             result["wall_to_drained_s"] = round(time.perf_counter() - t0, 1)
             for p in admitters:
-                tell(p)  # let them exit
+                common.send_go(p)  # let them exit
             procs.stop(worker)
             worker_reader.done.wait(10)
             time.sleep(0.2)

@@ -15,7 +15,6 @@ after the drain, and each worker's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import tempfile
 import threading
@@ -112,12 +111,7 @@ def drain(procs: Processes, redis: Redis, spec: str, workers: int,
             started.append(procs.start(argv, cwd=common.ROOT, env=common.env_for_children(),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         for proc in started:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode().strip()
-            if line.startswith("UNAVAILABLE"):
-                raise NotAvailable(line.split(" ", 1)[1])
-            if line != "READY":
-                raise SystemExit(f"worker process failed to start: {line!r}")
+            common.await_ready(proc, "worker")
         sampler.start()
         spy = None
         if profile is not None:
@@ -125,18 +119,8 @@ def drain(procs: Processes, redis: Redis, spec: str, workers: int,
             time.sleep(0.5)
         cpu0 = redis.cpu_seconds()
         for proc in started:
-            assert proc.stdin is not None
-            proc.stdin.write(b"GO\n")
-            proc.stdin.flush()
-        parts = []
-        for proc in started:
-            assert proc.stdout is not None
-            out = proc.stdout.read().decode()
-            proc.wait(300)
-            result = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
-            if result is None:
-                raise SystemExit(f"worker exited {proc.returncode} without a result")
-            parts.append(json.loads(result[len("RESULT "):]))
+            common.send_go(proc)
+        parts = [common.read_result(proc, "worker", 300) for proc in started]
         redis_cpu = redis.cpu_seconds() - cpu0
         if spy is not None:
             spy.wait(30)
