@@ -163,7 +163,7 @@ def test_a_hook_that_always_fails_is_compensated_exactly_once(
     assert stream_state(redis_client, "tee") == (1, 0)  # only alice's new order waits
 
 
-def test_an_order_whose_worker_keeps_dying_is_given_up_without_calling_the_hook(
+def test_an_order_whose_worker_died_in_its_hook_too_often_is_given_up_without_the_hook(
     make_app: MakeApp, redis_client: redis_lib.Redis
 ) -> None:
     app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=3)
@@ -173,20 +173,45 @@ def test_an_order_whose_worker_keeps_dying_is_given_up_without_calling_the_hook(
     with app.app_context():
         ext.create_sale("tee", stock=1)
         (ticket,) = admit(ext, "tee", ["alice"])
-        # Three workers took it and died before any outcome (delivery count 3).
-        redis_client.xgroup_create(key, "workers", id="0")
-        ((_, [(entry_id, _)]),) = redis_client.xreadgroup("workers", "ghost", {key: ">"})
-        redis_client.xclaim(key, "workers", "ghost", 0, [entry_id])
-        redis_client.xclaim(key, "workers", "ghost", 0, [entry_id])
-        time.sleep(0.6)  # idle past FLASHSALE_CLAIM_IDLE: the ghost is dead
+        # Three workers claimed it, started its hook and died inside it.
+        queue = ext.state().orders
+        redis_client.xgroup_create(key, GROUP, id="0")
+        redis_client.xreadgroup(GROUP, "ghost0", {key: ">"})
+        for i in range(3):
+            time.sleep(0.6)  # idle past FLASHSALE_CLAIM_IDLE: the ghost is dead
+            (delivery,), _ = queue.claim(f"ghost{i + 1}", "tee", idle_ms=500, count=10)
+            assert queue.start(f"ghost{i + 1}", delivery) == (i + 1, "queued")
+        time.sleep(0.6)
         ext.run_worker(burst=True)
         assert calls == []
         gave_up = ext.get_ticket(ticket)
         assert gave_up is not None
         assert gave_up.status == "failed"
-        assert gave_up.reason == "delivered 4 times without an outcome"
+        assert gave_up.reason == "its worker died 3 times while handling it"
         assert ext.get_sale("tee").remaining == 1  # type: ignore[union-attr]
     assert redis_client.xlen("flashsale:{tee}:dead") == 1
+
+
+def test_deliveries_alone_never_give_an_order_up(
+    make_app: MakeApp, redis_client: redis_lib.Redis
+) -> None:
+    app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=3)
+    calls: list[Order] = []
+    ext.order_handler(calls.append)
+    key = STREAM.format("tee")
+    with app.app_context():
+        ext.create_sale("tee", stock=1)
+        (ticket,) = admit(ext, "tee", ["alice"])
+        # Taken by several workers that died before starting it (delivery count 4).
+        redis_client.xgroup_create(key, GROUP, id="0")
+        ((_, [(entry_id, _)]),) = redis_client.xreadgroup(GROUP, "ghost", {key: ">"})
+        for _ in range(3):
+            redis_client.xclaim(key, GROUP, "ghost", 0, [entry_id])
+        time.sleep(0.6)
+        ext.run_worker(burst=True)
+        assert [order.attempt for order in calls] == [5]
+        assert ext.get_ticket(ticket).status == "confirmed"  # type: ignore[union-attr]
+    assert redis_client.xlen("flashsale:{tee}:dead") == 0
 
 
 def test_run_worker_without_an_order_handler_refuses_to_start(make_app: MakeApp) -> None:

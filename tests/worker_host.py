@@ -59,7 +59,9 @@ def create_app() -> Flask:
     ``TEST_REDIS_URL``, ``HOST_DB``, ``WORKER_BATCH``; ``STUCK_ORDER`` (an order id) makes the
     hook write ``STUCK_MARKER`` and sleep ``STUCK_SECONDS`` on that order's
     first delivery, after committing its row when ``STUCK_AFTER_COMMIT=1``,
-    else inside the still-open transaction.
+    else inside the still-open transaction. ``POISON_USER`` makes the hook kill
+    its process (``os._exit(17)``) on every order of that buyer, before writing
+    it; ``MAX_ATTEMPTS`` sets ``FLASHSALE_MAX_ATTEMPTS``.
     """
     app = Flask("worker-host")
     app.config.update(
@@ -69,11 +71,13 @@ def create_app() -> Flask:
         FLASHSALE_CLAIM_IDLE=float(os.environ.get("CLAIM_IDLE", "0.5")),
         FLASHSALE_RETRY_BACKOFF=0.02,
         FLASHSALE_WORKER_BATCH=int(os.environ.get("WORKER_BATCH", "32")),
+        FLASHSALE_MAX_ATTEMPTS=int(os.environ.get("MAX_ATTEMPTS", "5")),
     )
     flashsale = FlashSale(app)
     db_path = os.environ["HOST_DB"]
     stuck = os.environ.get("STUCK_ORDER")
     after_commit = os.environ.get("STUCK_AFTER_COMMIT") == "1"
+    poison = os.environ.get("POISON_USER")
 
     def get_stuck(order: Order) -> None:
         Path(os.environ["STUCK_MARKER"]).write_text(str(os.getpid()))
@@ -87,6 +91,8 @@ def create_app() -> Flask:
                 db.execute(
                     "INSERT INTO calls VALUES (?, ?, ?)", (order.id, os.getpid(), order.attempt)
                 )
+            if order.user_id == poison:
+                os._exit(17)  # a segfault or an OOM kill, on this order every time
             db.execute(
                 "INSERT OR IGNORE INTO orders VALUES (?, ?, ?)",
                 (order.id, order.user_id, order.quantity),

@@ -9,6 +9,7 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:orders          stream: admitted orders, read by the worker group
     <prefix>:{<sale>}:dead            stream: orders that failed for good
     <prefix>:{<sale>}:retry           zset: stream entry id -> when its next attempt is due (ms)
+    <prefix>:{<sale>}:attempts        hash: hook failures and worker deaths of pending orders
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
@@ -85,6 +86,15 @@ class Keys:
     def retry(self, sale_id: str) -> str:
         """Retry schedule of the worker group: entry id -> due time (ms)."""
         return f"{self.prefix}:{{{sale_id}}}:retry"
+
+    def attempts(self, sale_id: str) -> str:
+        """Hook attempts of pending orders: ``<entry>:f`` failures, ``<entry>:d`` deaths.
+
+        A failure is a hook that raised; a death is a hook started in careful
+        mode (one order at a time) whose worker never reported an outcome.
+        Fields go when the order is settled.
+        """
+        return f"{self.prefix}:{{{sale_id}}}:attempts"
 
     def workers(self) -> str:
         """Set of registered worker names."""

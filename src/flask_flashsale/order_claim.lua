@@ -1,6 +1,7 @@
 -- Take the orders of one sale that this consumer should (re)process now.
 --
 -- KEYS[1] orders stream   KEYS[2] retry schedule (zset: entry id -> due ms)
+-- KEYS[3] attempts hash (<entry>:f hook failures, <entry>:d worker deaths)
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] claim idle ms   ARGV[4] count
 -- ARGV[5] prune ms (0: skip step 3)   ARGV[6] XAUTOCLAIM cursor ('0-0': from the start)
 --
@@ -14,12 +15,14 @@
 -- Both steps take what they claim off the retry schedule inside this one
 -- atomic script, so the two paths never hand one entry to two consumers.
 -- Every claim increments the entry's delivery count in Redis; the reply
--- carries it, so an order's attempt number never depends on a worker's memory.
+-- carries it, and the order's recorded hook failures and worker deaths (the
+-- worker gives an order up on those, never on the delivery count: a claim
+-- counts a delivery against orders that were never started).
 -- 3. Consumers with nothing pending and idle for longer than ARGV[5] ms are
 --    removed (a killed worker leaves its name in the group; pending entries
 --    are never dropped, since only empty consumers are deleted).
 --
--- Reply: {next cursor, {id, {field, value, ...}, deliveries, id, ...}}
+-- Reply: {next cursor, {id, {field, value, ...}, deliveries, failures, deaths, id, ...}}
 local group, consumer = ARGV[1], ARGV[2]
 local count = tonumber(ARGV[4])
 local out = {}
@@ -28,9 +31,12 @@ local function take(entry)
   if type(entry) ~= 'table' or not entry[2] then return end  -- deleted meanwhile
   redis.call('ZREM', KEYS[2], entry[1])
   local pending = redis.call('XPENDING', KEYS[1], group, entry[1], entry[1], 1)
+  local seen = redis.call('HMGET', KEYS[3], entry[1] .. ':f', entry[1] .. ':d')
   out[#out + 1] = entry[1]
   out[#out + 1] = entry[2]
   out[#out + 1] = pending[1][4]
+  out[#out + 1] = tonumber(seen[1] or '0')
+  out[#out + 1] = tonumber(seen[2] or '0')
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'LIMIT', 0, count)
@@ -41,7 +47,7 @@ for _, id in ipairs(due) do
 end
 
 local cursor = ARGV[6]
-local room = count - #out / 3
+local room = count - #out / 5
 if room > 0 then
   local auto = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], cursor,
                           'COUNT', room)

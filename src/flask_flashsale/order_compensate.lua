@@ -3,6 +3,7 @@
 --
 -- KEYS[1] orders stream   KEYS[2] ticket hash   KEYS[3] sale hash
 -- KEYS[4] users hash      KEYS[5] dead-letter stream   KEYS[6] retry schedule
+-- KEYS[7] attempts hash
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] entry id   ARGV[4] reason
 -- ARGV[5] attempts   ARGV[6] events channel ('' = none)   ARGV[7] sale id
 -- ARGV[8] dead-letter stream max length (approximate)
@@ -22,6 +23,7 @@ if not mine[1] then return 'stale' end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[6], ARGV[3])
+redis.call('HDEL', KEYS[7], ARGV[3] .. ':f', ARGV[3] .. ':d')
 
 local ticket = redis.call('HMGET', KEYS[2], 's', 'u', 'q')
 if ticket[1] == 'cancelled' then return 'settled' end

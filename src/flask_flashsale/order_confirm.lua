@@ -1,7 +1,8 @@
 -- The host's hook succeeded: acknowledge orders and confirm their tickets, atomically.
 --
--- KEYS[1] orders stream   KEYS[2] retry schedule   KEYS[3..] ticket hashes
--- ARGV[1] group   ARGV[2..] entry ids (ARGV[i] goes with KEYS[i + 1])
+-- KEYS[1] orders stream   KEYS[2] retry schedule   KEYS[3] attempts hash
+-- KEYS[4..] ticket hashes
+-- ARGV[1] group   ARGV[2..] entry ids (ARGV[i] goes with KEYS[i + 2])
 --
 -- One call settles a worker's batch of one sale (FLASHSALE_WORKER_BATCH), or
 -- a single order; each entry is settled on its own, exactly as if alone.
@@ -28,12 +29,13 @@
 -- deleted).
 local out = {}
 for i = 2, #ARGV do
-  local id, ticket = ARGV[i], KEYS[i + 1]
+  local id, ticket = ARGV[i], KEYS[i + 2]
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 0 then
     out[#out + 1] = 'stale'
   else
     redis.call('XDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id .. ':f', id .. ':d')
     if redis.call('HGET', ticket, 's') == 'queued' then
       redis.call('HSET', ticket, 's', 'confirmed')
       out[#out + 1] = 'confirmed'

@@ -9,7 +9,9 @@ and with other workers:
 * ``order_confirm.lua``: ticket ``queued -> confirmed`` + ``XACK`` + ``XDEL``,
   for a batch of orders of one sale in one call;
 * ``order_release.lua``: a stopping worker hands back orders it has not started;
-* ``order_retry.lua``: schedule a failed order's next attempt (it stays pending);
+* ``order_start.lua``: before the hook of a claimed order runs, count a death
+  in advance (taken back when the worker reports the outcome);
+* ``order_retry.lua``: record a hook failure, schedule the next attempt (it stays pending);
 * ``order_compensate.lua``: give stock back, ticket ``failed``, ``XACK``, dead letter;
 * ``order_cancel.lua``: give stock back once, ticket ``cancelled``;
 * ``order_touch.lua``, ``order_leave.lua``, ``order_group.lua``,
@@ -55,6 +57,13 @@ class Delivery:
     fields: dict[str, str]
     #: How many times Redis has delivered the entry (1 on the first delivery).
     attempt: int
+    #: Times the order's hook raised so far.
+    failures: int = 0
+    #: Times a worker died with this order in hand (hook started, no outcome).
+    deaths: int = 0
+    #: Claimed (a retry due, or taken from a worker that stopped beating) rather
+    #: than read new: handled in careful mode, one order at a time.
+    claimed: bool = False
 
     @property
     def ticket_id(self) -> str:
@@ -162,6 +171,7 @@ class OrderQueue:
         self._touch = register(client, "order_touch")
         self._confirm = register(client, "order_confirm")
         self._retry = register(client, "gcra", "order_retry")
+        self._start = register(client, "order_start")
         self._compensate = register(client, "gcra", "order_compensate")
         self._cancel = register(client, "order_cancel")
         self._leave = register(client, "order_leave")
@@ -228,13 +238,22 @@ class OrderQueue:
 
         Returns the deliveries and the cursor the next claim should start from.
         """
+        k = self.keys
         next_cursor, flat = self._claim(
-            keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
+            keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id)],
             args=[GROUP, consumer, idle_ms, count, prune_ms, cursor],
         )
         deliveries = [
-            Delivery(sale_id, str(flat[i]), _fields(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Delivery(
+                sale_id,
+                str(flat[i]),
+                _fields(flat[i + 1]),
+                int(flat[i + 2]),
+                failures=int(flat[i + 3]),
+                deaths=int(flat[i + 4]),
+                claimed=True,
+            )
+            for i in range(0, len(flat), 5)
         ]
         return deliveries, str(next_cursor)
 
@@ -278,7 +297,7 @@ class OrderQueue:
         for sale_id, indexes in by_sale.items():
             tickets = [k.ticket(*split_ticket_id(deliveries[i].ticket_id)) for i in indexes]
             replies = self._confirm(
-                keys=[k.stream(sale_id), k.retry(sale_id), *tickets],
+                keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id), *tickets],
                 args=[GROUP, *(deliveries[i].entry_id for i in indexes)],
             )
             for i, outcome in zip(indexes, replies, strict=True):
@@ -305,13 +324,43 @@ class OrderQueue:
             )
         return released
 
-    def retry(self, consumer: str, delivery: Delivery, delay: float) -> bool:
-        """Schedule the entry's next delivery in ``delay`` seconds; False if not held."""
+    def start(self, consumer: str, delivery: Delivery) -> tuple[int, str | None]:
+        """Count a death of ``consumer`` in advance, before a claimed order's hook runs.
+
+        Taken back when the outcome is reported (:meth:`confirm_many`,
+        :meth:`retry` with ``started=True``, :meth:`compensate`). Returns the
+        order's deaths so far including this one (0: not marked, the ticket is
+        cancelled or failed; -1: ``consumer`` no longer holds the entry) and
+        the ticket's status (``None`` once expired).
+        """
+        k = self.keys
+        sale_id, token = split_ticket_id(delivery.ticket_id)
+        deaths, status = self._start(
+            keys=[k.stream(sale_id), k.attempts(sale_id), k.ticket(sale_id, token)],
+            args=[GROUP, consumer, delivery.entry_id],
+        )
+        return int(deaths), (str(status) or None)
+
+    def retry(
+        self, consumer: str, delivery: Delivery, delay: float, *, started: bool = False
+    ) -> bool:
+        """Record a hook failure; schedule the next delivery in ``delay`` s; False if not held.
+
+        ``started``: the attempt was begun with :meth:`start` (its death mark
+        is taken back).
+        """
         sale_id = delivery.sale_id
+        k = self.keys
         return bool(
             self._retry(
-                keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
-                args=[GROUP, consumer, delivery.entry_id, int(delay * 1000)],
+                keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id)],
+                args=[
+                    GROUP,
+                    consumer,
+                    delivery.entry_id,
+                    int(delay * 1000),
+                    "1" if started else "0",
+                ],
             )
         )
 
@@ -333,6 +382,7 @@ class OrderQueue:
                     k.users(sale_id),
                     k.dead(sale_id),
                     k.retry(sale_id),
+                    k.attempts(sale_id),
                 ],
                 args=[
                     GROUP,

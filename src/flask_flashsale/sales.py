@@ -149,6 +149,7 @@ class SaleStore:
         doomed = [k.sale(sale_id), k.users(sale_id), k.stream(sale_id), k.dead(sale_id)]
         doomed += [k.sale_base(sale_id) + "lock", k.sale_base(sale_id) + "fence"]
         doomed.append(k.retry(sale_id))
+        doomed.append(k.attempts(sale_id))
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)

@@ -9,10 +9,18 @@ One loop per consumer (``flask flashsale worker``, :meth:`FlashSale.run_worker`)
     finally: teardown (leave the groups, unregister)
 
 Delivery is at least once: an order stays pending in Redis until one script
-settles it (confirm, or compensate after ``FLASHSALE_MAX_ATTEMPTS``). A
-worker's heartbeat renews its hold on the orders in its hands; orders left by a
-worker that stopped beating are claimed by another after
-``FLASHSALE_CLAIM_IDLE``. See ``docs/worker.rst``.
+settles it (confirm, or compensate). A worker's heartbeat renews its hold on
+the orders in its hands; orders left by a worker that stopped beating are
+claimed by another after ``FLASHSALE_CLAIM_IDLE``. See ``docs/worker.rst``.
+
+New orders are read and handled in batches. Claimed orders (retries due, and
+orders of a worker that died) are handled in careful mode: one at a time,
+fewest deaths first, each marked in Redis before its hook runs and settled
+right after it, so a worker that dies inside a hook (a segfault, an OOM kill)
+leaves the mark on exactly the order in hand. An order is compensated only
+after its own hook raised ``FLASHSALE_MAX_ATTEMPTS`` times, or after its
+worker died with it in hand that many times; never for deliveries counted
+against it while it waited in someone's batch, and never once its hook returned.
 """
 
 from __future__ import annotations
@@ -252,6 +260,8 @@ class Worker:
         try:
             sales = self._discover()
             batch = self._claim(c, sales)
+            if batch:
+                return self._step_careful(c, batch)
             if not batch:
                 block = None if self.polling or self.burst else int(self.tick * 1000)
                 batch = self.queue.read(
@@ -295,6 +305,46 @@ class Worker:
             self._wind_up(c, confirms, batch[done:])
             c.in_hand.clear()
 
+    def _step_careful(self, c: _Consumer, batch: list[Delivery]) -> int:
+        """Claimed orders, one at a time, fewest deaths first; return how many were started.
+
+        The orders a dead worker left behind go first and the suspect of its
+        death (the one it held when it died) last, so a poison order cannot
+        hold back its batch-mates.
+        """
+        batch = sorted(batch, key=lambda d: d.deaths)
+        for d in batch:
+            c.in_hand[d.entry_id] = d
+        done = 0
+        try:
+            for d in batch:
+                if self._stopping.is_set():
+                    break
+                done += 1
+                self._handle_claimed(c, d)
+                if not self._beating and time.monotonic() >= self._next_beat:
+                    self._beat()
+            return done
+        finally:
+            self._wind_up(c, _Confirms(), batch[done:])
+            c.in_hand.clear()
+
+    def _handle_claimed(self, c: _Consumer, d: Delivery) -> None:
+        limit = self.state.settings.max_attempts
+        if d.deaths >= limit:
+            # Its worker died with it in hand that many times: give it up
+            # without calling the hook again.
+            self._fail(c, d, f"its worker died {d.deaths} times while handling it")
+            c.in_hand.pop(d.entry_id, None)
+            return
+        deaths, status = self.queue.start(c.name, d)
+        if deaths < 0:  # another worker claimed it meanwhile
+            c.in_hand.pop(d.entry_id, None)
+            return
+        confirms = _Confirms()
+        self._handle(c, d, status, confirms, started=deaths > 0)
+        self._settle(c, confirms)
+
     def _work(self, c: _Consumer) -> None:
         failures = 0
         index = self._consumers.index(c)
@@ -333,16 +383,24 @@ class Worker:
 
     # -- one order -------------------------------------------------------------
 
-    def _handle(self, c: _Consumer, d: Delivery, status: str | None, confirms: _Confirms) -> None:
+    def _handle(
+        self,
+        c: _Consumer,
+        d: Delivery,
+        status: str | None,
+        confirms: _Confirms,
+        *,
+        started: bool = False,
+    ) -> None:
+        """Call the hook for ``d`` (unless its ticket is settled); queue or record the outcome.
+
+        ``started``: a death mark was recorded for this attempt
+        (:meth:`OrderQueue.start`); a failure takes it back.
+        """
         settings = self.state.settings
         with self.app.app_context():
             order = d.order()
-            if d.attempt > settings.max_attempts:
-                # Delivered again and again without an outcome: its worker keeps
-                # dying on it. Give up without calling the hook once more.
-                self._fail(c, d, f"delivered {d.attempt} times without an outcome")
-                c.in_hand.pop(d.entry_id, None)
-            elif status in ("cancelled", "failed"):
+            if status in ("cancelled", "failed"):
                 confirms.add(d, None)  # acknowledged, the ticket stays as it is
             else:
                 try:
@@ -352,19 +410,22 @@ class Worker:
                     handler(order)
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"[:500]
-                    final = d.attempt >= settings.max_attempts
+                    failures = d.failures + 1
+                    final = failures >= settings.max_attempts
                     log.log(
                         logging.ERROR if final else logging.WARNING,
                         "order %s attempt %d/%d failed: %s",
                         order.id,
-                        d.attempt,
+                        failures,
                         settings.max_attempts,
                         reason,
                         exc_info=final,  # the traceback once, when the order is given up
                     )
                     if final:
                         self._fail(c, d, reason)
-                    elif self.queue.retry(c.name, d, self._backoff(d.attempt)):
+                    elif self.queue.retry(
+                        c.name, d, self._backoff(failures), started=started
+                    ):
                         self._count("retried")
                     c.in_hand.pop(d.entry_id, None)
                 else:
