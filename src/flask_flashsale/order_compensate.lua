@@ -7,7 +7,9 @@
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] entry id   ARGV[4] reason
 -- ARGV[5] attempts   ARGV[6] events channel ('' = none)   ARGV[7] sale id
 -- ARGV[8] dead-letter stream max length (approximate)
--- ARGV[9..] the entry's own fields (t u q p a), copied into the dead letter
+-- ARGV[9] the buyer-facing reason code written on the ticket (ARGV[4], the
+-- exception text, goes to the dead letter only: operators see it, buyers don't)
+-- ARGV[10..] the entry's own fields (t u q p a), copied into the dead letter
 --
 -- Only the consumer holding the entry may compensate it, and the XACK inside
 -- this script happens once, so stock and the buyer's count come back exactly
@@ -35,12 +37,12 @@ if ticket[1] == 'queued' then
     redis.call('HINCRBY', KEYS[3], 'remaining', qty)
   end
   if redis.call('HINCRBY', KEYS[4], user, -qty) <= 0 then redis.call('HDEL', KEYS[4], user) end
-  redis.call('HSET', KEYS[2], 's', 'failed', 'r', ARGV[4])
+  redis.call('HSET', KEYS[2], 's', 'failed', 'r', ARGV[9])
   if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], 'changed ' .. ARGV[7]) end
 end
 
 local letter = {}
-for i = 9, #ARGV do letter[#letter + 1] = ARGV[i] end
+for i = 10, #ARGV do letter[#letter + 1] = ARGV[i] end
 for _, v in ipairs({'r', ARGV[4], 'n', ARGV[5], 'f', now, 'o', ARGV[3]}) do
   letter[#letter + 1] = v
 end

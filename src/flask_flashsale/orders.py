@@ -37,6 +37,9 @@ from .scripts import register
 #: Name of the consumer group every worker joins, on every sale's stream.
 GROUP = "workers"
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: The ``reason`` buyers see on a ticket that failed for good: the exception
+#: text stays with operators (log, dead letters, ``order_failed``).
+FAILED_REASON = "processing_failed"
 #: Dead-letter streams keep about this many entries per sale (``MAXLEN ~``).
 DEAD_LETTER_MAXLEN = 10_000
 
@@ -365,7 +368,10 @@ class OrderQueue:
         )
 
     def compensate(self, consumer: str, delivery: Delivery, reason: str) -> str:
-        """Give the order's stock back and dead-letter it; return the outcome.
+        """Give the order's stock back and dead-letter it with ``reason``; return the outcome.
+
+        The ticket's ``reason`` becomes :data:`FAILED_REASON`: buyers read
+        tickets, and exception text is for operators.
 
         ``failed`` (done, exactly once), ``settled`` (the ticket was cancelled,
         so only acknowledged) or ``stale`` (another consumer holds it now).
@@ -393,6 +399,7 @@ class OrderQueue:
                     self.events,
                     sale_id,
                     DEAD_LETTER_MAXLEN,
+                    FAILED_REASON,
                     *letter,
                 ],
             )
