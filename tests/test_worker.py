@@ -437,3 +437,31 @@ def test_a_long_list_of_live_orders_cannot_hide_a_dead_workers_order(
     assert [d.ticket_id for d in second] == [tickets[150]]
     assert second[0].attempt == 2
     assert cursor == "0-0"
+
+
+def test_a_busy_worker_logs_one_progress_line_with_rate_totals_and_lag(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, ext = make_app(**FAST, FLASHSALE_WORKER_BATCH=2)
+    ext.order_handler(lambda order: None)
+    with app.app_context():
+        ext.create_sale("tee", stock=5, per_user_limit=5)
+        admit(ext, "tee", ["alice"] * 5)
+        worker = Worker(app, name="chatty", burst=True)
+        worker.step()  # two of five settled, three wait
+        with caplog.at_level("INFO", logger="flask_flashsale.worker"):
+            line = worker.log_progress()
+    assert line is not None
+    assert "confirmed 2, retried 0, failed 0; lag 3, pending 0" in line
+    assert line.startswith("worker chatty: ") and " orders/s, " in line
+    assert [r.getMessage() for r in caplog.records] == [line]
+
+
+def test_an_idle_worker_logs_no_progress_line(make_app: MakeApp) -> None:
+    app, ext = make_app(**FAST)
+    ext.order_handler(lambda order: None)
+    with app.app_context():
+        ext.create_sale("tee", stock=5)
+        worker = Worker(app, name="quiet", burst=True)
+        worker.step()
+        assert worker.log_progress() is None

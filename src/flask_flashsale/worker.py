@@ -65,6 +65,8 @@ SIGNAL_REPEAT_WINDOW = 0.5
 #: Orders of a batch whose hook returned are confirmed together, at the end of
 #: the batch or once the oldest has waited this many seconds.
 CONFIRM_AFTER = 0.05
+#: Seconds between the worker's progress lines in the log (when it is busy).
+PROGRESS_INTERVAL = 10.0
 #: Worker names: they end up in key names and in the consumer group.
 WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
 
@@ -198,6 +200,9 @@ class Worker:
         self.counts: dict[str, int] = dict.fromkeys(
             ("confirmed", "failed", "settled", "retried"), 0
         )
+        #: Seconds between progress lines (``INFO`` on ``flask_flashsale.worker``).
+        self.progress_interval = PROGRESS_INTERVAL
+        self._last_progress = (time.monotonic(), dict(self.counts))
 
     # -- the loop --------------------------------------------------------------
 
@@ -550,8 +555,36 @@ class Worker:
         while not finished.wait(self.heartbeat):
             try:
                 self._beat()
+                if time.monotonic() - self._last_progress[0] >= self.progress_interval:
+                    self.log_progress()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def log_progress(self) -> str | None:
+        """Log one line: orders/s since the last line, totals, and the queue's lag.
+
+        Quiet (returns ``None``) when nothing was settled since the last line
+        and nothing waits. Called by the heartbeat every
+        :attr:`progress_interval` seconds; returns the line.
+        """
+        now = time.monotonic()
+        since, before = self._last_progress
+        with self._lock:
+            counts = dict(self.counts)
+        self._last_progress = (now, counts)
+        stats = self.queue.stats(self._sales) if self._sales else []
+        lag = sum(st.lag for st in stats)
+        pending = sum(st.pending for st in stats)
+        done = sum(counts[k] - before[k] for k in ("confirmed", "failed", "settled"))
+        if not done and not lag and not pending:
+            return None
+        line = (
+            f"worker {self.name}: {done / max(now - since, 1e-9):.1f} orders/s, "
+            f"confirmed {counts['confirmed']}, retried {counts['retried']}, "
+            f"failed {counts['failed']}; lag {lag}, pending {pending}"
+        )
+        log.info("%s", line)
+        return line
 
     def _beat(self) -> None:
         """Renew the hold on every order in hand, and the registry entry."""
