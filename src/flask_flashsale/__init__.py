@@ -12,6 +12,7 @@ from .errors import (
     ConfigurationError,
     Ended,
     FlashSaleError,
+    IdempotencyMismatch,
     IdentityRequired,
     InvalidRequest,
     LimitReached,
@@ -24,6 +25,7 @@ from .errors import (
     SaleNotFound,
     SoldOut,
     TicketNotFound,
+    UnsupportedMediaType,
 )
 from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
@@ -48,6 +50,7 @@ __all__ = [
     "FlashSale",
     "FlashSaleError",
     "FlashSaleState",
+    "IdempotencyMismatch",
     "IdentityRequired",
     "InvalidRequest",
     "LimitReached",
@@ -63,6 +66,7 @@ __all__ = [
     "SoldOut",
     "Ticket",
     "TicketNotFound",
+    "UnsupportedMediaType",
     "breaker_state_changed",
     "order_admitted",
     "order_cancelled",

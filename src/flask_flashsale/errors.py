@@ -174,6 +174,27 @@ class InvalidRequest(FlashSaleError):
     title = "Invalid request"
 
 
+class UnsupportedMediaType(FlashSaleError):
+    """A state-changing request's body is not ``application/json``.
+
+    Also raised for a non-JSON ``Content-Type`` with an empty body, and for a
+    body without any ``Content-Type``: a cross-site form always sends one of
+    those, never JSON.
+    """
+
+    code = 415
+    error_code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class IdempotencyMismatch(FlashSaleError):
+    """An ``Idempotency-Key`` was reused with other parameters (another quantity)."""
+
+    code = 422
+    error_code = "idempotency_mismatch"
+    title = "Idempotency-Key reused with different parameters"
+
+
 class RateLimited(FlashSaleError):
     """Too many requests: a token bucket is empty."""
 

@@ -138,7 +138,8 @@ class SaleStore:
         return result
 
     def delete(self, sale_id: str) -> bool:
-        """Delete the sale's definition, counts, queue and buckets; True if it existed.
+        """Delete the sale's definition, counts, queue, buckets and buyers' ticket
+        lists; True if it existed.
 
         Tickets are left to expire so buyers can still read their status.
         Unprocessed orders in the sale's stream are dropped with it: drain the
@@ -150,6 +151,7 @@ class SaleStore:
         doomed += [k.sale_base(sale_id) + "lock", k.sale_base(sale_id) + "fence"]
         doomed.append(k.retry(sale_id))
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
+        doomed += list(self.client.scan_iter(match=k.buyer_tickets_match(sale_id), count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)
         return removed > 0

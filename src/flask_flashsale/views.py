@@ -1,4 +1,4 @@
-"""The JSON blueprint: list, detail, order, ticket status, OpenAPI.
+"""The JSON blueprint: list, detail, order, the buyer's tickets, ticket status, OpenAPI.
 
 Every error is ``application/problem+json`` with a stable ``code``; no input
 can produce a 500 or reach Redis unvalidated.
@@ -33,6 +33,7 @@ _REFUSALS: dict[str, type[FlashSaleError]] = {
     "rate_limited": errors.RateLimited,
     "not_found": errors.SaleNotFound,
     "busy": errors.BackendUnavailable,
+    "idempotency_mismatch": errors.IdempotencyMismatch,
 }
 
 _GENERIC = {
@@ -192,6 +193,17 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             "remaining": admission.remaining,
         }
         return _json(body, 202, headers)
+
+    @bp.get("/<sale_id>/orders")
+    def buyer_tickets(sale_id: str) -> Response:
+        check_sale_id(sale_id)
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        if ext.get_sale(sale_id) is None:
+            raise errors.SaleNotFound(f"no sale {sale_id!r}")
+        tickets = [t.to_dict() for t in ext.user_tickets(sale_id, user_id)]
+        return _json({"tickets": tickets}, headers={"Cache-Control": "no-store"})
 
     @bp.get("/orders/<ticket_id>")
     def ticket(ticket_id: str) -> Response:
