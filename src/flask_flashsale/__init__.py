@@ -10,6 +10,7 @@ from .breaker import CircuitOpen
 from .errors import (
     BackendUnavailable,
     ConfigurationError,
+    CrossOrigin,
     Ended,
     FlashSaleError,
     IdempotencyMismatch,
@@ -46,6 +47,7 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "ConfigurationError",
+    "CrossOrigin",
     "Ended",
     "FlashSale",
     "FlashSaleError",

@@ -94,6 +94,18 @@ class IdentityRequired(FlashSaleError):
     title = "Sign in to buy"
 
 
+class CrossOrigin(FlashSaleError):
+    """A state-changing request came from another site (its ``Origin`` is not ours).
+
+    Only the app's own origin and :data:`FLASHSALE_ALLOWED_ORIGINS` may send
+    unsafe requests (``POST``...) to the blueprint; ``Origin: null`` never may.
+    """
+
+    code = 403
+    error_code = "cross_origin"
+    title = "Cross-origin request refused"
+
+
 class SaleNotFound(FlashSaleError):
     """The sale does not exist (or its id is not a valid sale id)."""
 

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import SaleNotFound
 from .keys import Keys, check_sale_id
 from .models import Sale, from_millis, to_millis, to_price
+from .views import RESERVED_SALE_IDS
 
 
 def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
@@ -53,6 +54,11 @@ class SaleStore:
     ) -> Sale:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)
+        if sale_id in RESERVED_SALE_IDS:
+            raise SaleNotFound(
+                f"{sale_id!r} is reserved: it names a route of the HTTP API "
+                f"(reserved ids: {', '.join(sorted(RESERVED_SALE_IDS))})"
+            )
         if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
             raise ValueError(f"stock must be a non-negative int, got {stock!r}")
         if (
