@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
+from flask_flashsale import Admission
+
 from .conftest import CommandCounter, MakeApp
 from .test_http import ALICE, PREFIX, problem
 
@@ -77,9 +79,11 @@ def test_mismatch_is_one_round_trip(make_app: MakeApp, command_counter: CommandC
     with app.app_context():
         flashsale.create_sale("tee", stock=10, per_user_limit=5)
         flashsale.place_order("tee", "alice", 1, idempotency_key="k")
+        answers: list[Admission] = []
         sent = command_counter.count(
-            lambda: flashsale.place_order("tee", "alice", 3, idempotency_key="k")
+            lambda: answers.append(flashsale.place_order("tee", "alice", 3, idempotency_key="k"))
         )
+    assert answers[0].status == "idempotency_mismatch"
     assert [c.split()[0] for c in sent] == ["EVALSHA"]
 
 
