@@ -259,6 +259,7 @@ def test_openapi_document_describes_every_endpoint(client: Any) -> None:
         PREFIX,
         f"{PREFIX}/{{sale_id}}",
         f"{PREFIX}/{{sale_id}}/order",
+        f"{PREFIX}/{{sale_id}}/orders",
         f"{PREFIX}/orders/{{ticket_id}}",
         f"{PREFIX}/openapi.json",
     }

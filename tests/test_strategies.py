@@ -60,11 +60,16 @@ def redis_records(client: redis_lib.Redis) -> dict[str, Any]:
     for _, fields in client.xrange("flashsale:{tee}:orders"):
         assert fields.pop("a").isdigit()
         stream.append(fields)
+    buyers = {
+        key: (client.lrange(key, 0, -1), client.ttl(key) > 0)
+        for key in client.scan_iter(match="flashsale:{tee}:b:*")
+    }
     return {
         "sale": client.hgetall("flashsale:{tee}:sale"),
         "users": client.hgetall("flashsale:{tee}:users"),
         "tickets": tickets,
         "stream": stream,
+        "buyer_tickets": buyers,
     }
 
 
@@ -493,8 +498,19 @@ def test_hot_item_with_default_settings_never_oversells(
     assert redis_client.xlen("flashsale:{tee}:orders") == 50
 
 
-READS = ["WATCH", "HMGET", "EXISTS", "TIME", "HGET"]
-WRITE = ["MULTI", "HINCRBY", "HINCRBY", "HSET", "EXPIRE", "XADD", "EXEC"]
+READS = ["WATCH", "HMGET", "HGET", "TIME", "HGET"]
+WRITE = [
+    "MULTI",
+    "HINCRBY",
+    "HINCRBY",
+    "HSET",
+    "EXPIRE",
+    "XADD",
+    "RPUSH",
+    "LTRIM",
+    "EXPIRE",
+    "EXEC",
+]
 
 
 @pytest.mark.parametrize(

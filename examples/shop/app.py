@@ -110,6 +110,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(
         SECRET_KEY=os.environ.get("SHOP_SECRET_KEY", "dev-only-secret"),
+        SESSION_COOKIE_SAMESITE="Lax",
         SHOP_DATABASE=str(Path(app.instance_path) / "shop.sqlite3"),
         FLASHSALE_REDIS_URL=os.environ.get("FLASHSALE_REDIS_URL", "memory://"),
         SHOP_DEMO_STOCK=10,

@@ -10,8 +10,10 @@ from .breaker import CircuitOpen
 from .errors import (
     BackendUnavailable,
     ConfigurationError,
+    CrossOrigin,
     Ended,
     FlashSaleError,
+    IdempotencyMismatch,
     IdentityRequired,
     InvalidRequest,
     LimitReached,
@@ -24,6 +26,7 @@ from .errors import (
     SaleNotFound,
     SoldOut,
     TicketNotFound,
+    UnsupportedMediaType,
 )
 from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
@@ -44,10 +47,12 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "ConfigurationError",
+    "CrossOrigin",
     "Ended",
     "FlashSale",
     "FlashSaleError",
     "FlashSaleState",
+    "IdempotencyMismatch",
     "IdentityRequired",
     "InvalidRequest",
     "LimitReached",
@@ -63,6 +68,7 @@ __all__ = [
     "SoldOut",
     "Ticket",
     "TicketNotFound",
+    "UnsupportedMediaType",
     "breaker_state_changed",
     "order_admitted",
     "order_cancelled",

@@ -2,24 +2,37 @@
 --
 -- KEYS[1] sale hash      KEYS[2] users hash     KEYS[3] ticket hash
 -- KEYS[4] orders stream  KEYS[5] per-user bucket KEYS[6] per-sale bucket
+-- KEYS[7] the buyer's ticket list (tokens, oldest first)
 -- ARGV[1] user id        ARGV[2] quantity        ARGV[3] ticket id
 -- ARGV[4] ticket ttl (s)
 -- ARGV[5] per-user interval ms (0 = off)  ARGV[6] per-user burst
 -- ARGV[7] per-sale interval ms (0 = off)  ARGV[8] per-sale burst
 -- ARGV[9] events channel ('' = no sold-out event)
+-- ARGV[10] given-back tickets the buyer's list keeps beyond the per-user limit
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
 -- rate_limited, the second field names the bucket that refused: user or sale.
--- Order of checks: sale exists, idempotency (the same ticket again), window
--- (on Redis TIME), per-user limit, stock, token buckets (a sold-out answer
--- beats a throttled one: it tells the client not to retry). Only a queued
--- attempt writes anything: a refused one takes no token from any bucket.
+-- Order of checks: sale exists, idempotency (the same ticket again: the same
+-- quantity replays it, another one is an idempotency_mismatch), window (on
+-- Redis TIME), per-user limit, stock, token buckets (a sold-out answer beats
+-- a throttled one: it tells the client not to retry). Only a queued attempt
+-- writes anything: a refused one takes no token from any bucket.
+--
+-- A queued attempt also appends its token to the buyer's list (so a buyer
+-- whose answer was lost finds the ticket), keeps only its last
+-- limit + ARGV[10] entries (a buyer holds at most `limit` live tickets, so a
+-- live one is dropped only after more than ARGV[10] newer ones were given
+-- back), and gives the list the ticket TTL.
 
 local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
 if not sale[1] then return {'not_found', '', -1, 0} end
 local remaining = tonumber(sale[1])
 
-if redis.call('EXISTS', KEYS[3]) == 1 then
+local known_qty = redis.call('HGET', KEYS[3], 'q')
+if known_qty then
+  if tonumber(known_qty) ~= tonumber(ARGV[2]) then
+    return {'idempotency_mismatch', '', remaining, 0}
+  end
   return {'duplicate', ARGV[3], remaining, 0}
 end
 
@@ -30,8 +43,9 @@ local ends = tonumber(sale[3])
 if ends and now >= ends then return {'ended', '', remaining, 0} end
 
 local qty = tonumber(ARGV[2])
+local limit = tonumber(sale[4])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if held + qty > tonumber(sale[4]) then return {'limit_reached', '', remaining, 0} end
+if held + qty > limit then return {'limit_reached', '', remaining, 0} end
 if remaining < qty then return {'sold_out', '', remaining, 0} end
 
 local user_interval = tonumber(ARGV[5])
@@ -56,6 +70,9 @@ redis.call('HSET', KEYS[3], 'u', ARGV[1], 'q', qty, 's', 'queued', 'a', now)
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 redis.call('XADD', KEYS[4], '*', 't', ARGV[3], 'u', ARGV[1], 'q', qty,
            'p', sale[5] or '', 'a', now)
+redis.call('RPUSH', KEYS[7], ARGV[3]:match('~(.*)$'))
+redis.call('LTRIM', KEYS[7], -(limit + tonumber(ARGV[10])), -1)
+redis.call('EXPIRE', KEYS[7], tonumber(ARGV[4]))
 if remaining == 0 and ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], 'sold_out ' .. ARGV[3]:match('^(.*)~'))
 end

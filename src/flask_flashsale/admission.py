@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 _OFF = ("0", "0")
 
+#: Given-back (cancelled, failed) tickets a buyer's ticket list keeps beyond
+#: the sale's per-user limit. The list (what :meth:`FlashSale.user_tickets`
+#: and ``GET <prefix>/<sale_id>/orders`` show) keeps the buyer's last
+#: ``per_user_limit + BUYER_INDEX_SLACK`` tickets: a live ticket leaves it only
+#: after more than this many newer tickets of the same buyer were given back.
+BUYER_INDEX_SLACK = 20
+
 
 def new_ticket_token() -> str:
     """A fresh unguessable ticket token: 128 random bits, 22 url-safe characters."""
@@ -66,6 +73,7 @@ class LuaStrategy:
         self._user_bucket = _bucket_args(user_rate)
         self._sale_bucket = _bucket_args(sale_rate)
         self._events = events_channel
+        self._slack = str(BUYER_INDEX_SLACK)
 
     def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
         """Run the admission script once and translate its reply."""
@@ -79,6 +87,7 @@ class LuaStrategy:
                 base + "orders",
                 base + "rl:u:" + user_id,
                 base + "rl:sale",
+                self.keys.buyer_tickets(sale_id, user_id),
             ],
             args=[
                 user_id,
@@ -88,6 +97,7 @@ class LuaStrategy:
                 *self._user_bucket,
                 *self._sale_bucket,
                 self._events,
+                self._slack,
             ],
         )
         status, ticket, remaining, wait_ms = reply

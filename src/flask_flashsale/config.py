@@ -6,6 +6,7 @@ cannot drift apart. :meth:`FlashSale.init_app` calls :func:`load` once per app.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_WORKER_BATCH": 32,
     "FLASHSALE_METRICS": None,
     "FLASHSALE_METRICS_PATH": None,
+    "FLASHSALE_ALLOWED_ORIGINS": (),
 }
 
 
@@ -84,6 +86,8 @@ class Settings:
     worker_batch: int = 32
     metrics: bool = False
     metrics_path: str | None = None
+    #: Origins besides the app's own that may send unsafe requests (normalised).
+    allowed_origins: frozenset[str] = frozenset()
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -160,6 +164,7 @@ def load(config: Any) -> Settings:
         worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
         metrics=_metrics_enabled(config),
         metrics_path=_metrics_path(config),
+        allowed_origins=_allowed_origins(config),
     )
 
 
@@ -183,3 +188,57 @@ def _metrics_path(config: Any) -> str | None:
     if not str(path).startswith("/"):
         raise ConfigurationError(f"FLASHSALE_METRICS_PATH must start with '/'; got {path!r}")
     return str(path)
+
+
+_ORIGIN = re.compile(
+    r"([a-z][a-z0-9+.\-]*)://"  # scheme
+    r"(\[[0-9a-f:.]+\]|[a-z0-9\-._~%!$&'()*+,;=]+)"  # host (no userinfo, path, query)
+    r"(?::([0-9]{1,5}))?"  # port
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` lower-cased, without a default port; ``None`` if not an origin.
+
+    ``Origin: null`` (sandboxed frames, some redirects) is no origin: ``None``.
+    """
+    m = _ORIGIN.fullmatch(value.strip().lower().removesuffix("/"))
+    if m is None:
+        return None
+    scheme, host, port = m.groups()
+    if port is None or _DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _allowed_origins(config: Any) -> frozenset[str]:
+    key = "FLASHSALE_ALLOWED_ORIGINS"
+    raw = config[key]
+    if not raw:
+        return frozenset()
+    if isinstance(raw, str):
+        items: list[object] = [part for part in raw.split(",") if part.strip()]
+    elif isinstance(raw, (list, tuple, set, frozenset)):
+        items = list(raw)
+    else:
+        raise ConfigurationError(
+            f"{key} must be a list of origins or a comma-separated string; got {raw!r}"
+        )
+    origins = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{key} must hold strings; got {item!r}")
+        if item.strip() in ("null", "*"):
+            raise ConfigurationError(
+                f"{key} cannot hold {item.strip()!r}: list each trusted origin "
+                "(scheme://host[:port]); 'null' is never trusted"
+            )
+        origin = normalize_origin(item)
+        if origin is None:
+            raise ConfigurationError(
+                f"{key} entries must be origins like 'https://shop.example' or "
+                f"'https://shop.example:8443' (no path); got {item!r}"
+            )
+        origins.add(origin)
+    return frozenset(origins)

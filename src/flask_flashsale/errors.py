@@ -94,6 +94,18 @@ class IdentityRequired(FlashSaleError):
     title = "Sign in to buy"
 
 
+class CrossOrigin(FlashSaleError):
+    """A state-changing request came from another site (its ``Origin`` is not ours).
+
+    Only the app's own origin and :data:`FLASHSALE_ALLOWED_ORIGINS` may send
+    unsafe requests (``POST``...) to the blueprint; ``Origin: null`` never may.
+    """
+
+    code = 403
+    error_code = "cross_origin"
+    title = "Cross-origin request refused"
+
+
 class SaleNotFound(FlashSaleError):
     """The sale does not exist (or its id is not a valid sale id)."""
 
@@ -172,6 +184,27 @@ class InvalidRequest(FlashSaleError):
     code = 422
     error_code = "invalid_request"
     title = "Invalid request"
+
+
+class UnsupportedMediaType(FlashSaleError):
+    """A state-changing request's body is not ``application/json``.
+
+    Also raised for a non-JSON ``Content-Type`` with an empty body, and for a
+    body without any ``Content-Type``: a cross-site form always sends one of
+    those, never JSON.
+    """
+
+    code = 415
+    error_code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class IdempotencyMismatch(FlashSaleError):
+    """An ``Idempotency-Key`` was reused with other parameters (another quantity)."""
+
+    code = 422
+    error_code = "idempotency_mismatch"
+    title = "Idempotency-Key reused with different parameters"
 
 
 class RateLimited(FlashSaleError):

@@ -121,6 +121,18 @@ class FlashSaleState:
         return self._secret
 
 
+def _ticket(ticket_id: str, sale_id: str, data: dict[str, Any]) -> Ticket:
+    """A :class:`Ticket` from the fields of its Redis hash."""
+    return Ticket(
+        id=ticket_id,
+        sale_id=sale_id,
+        user_id=data["u"],
+        quantity=int(data["q"]),
+        status=data["s"],
+        reason=data.get("r") or None,
+    )
+
+
 class FlashSale:
     """Flash sales for a Flask app.
 
@@ -330,14 +342,36 @@ class FlashSale:
         data = state.client.hgetall(state.keys.ticket(sale_id, token))
         if not data:
             return None
-        return Ticket(
-            id=ticket_id,
-            sale_id=sale_id,
-            user_id=data["u"],
-            quantity=int(data["q"]),
-            status=data["s"],
-            reason=data.get("r") or None,
-        )
+        return _ticket(ticket_id, sale_id, data)
+
+    def user_tickets(self, sale_id: str, user_id: str | int) -> list[Ticket]:
+        """Return the buyer's tickets for the sale, oldest first (expired ones skipped).
+
+        For a buyer whose answer was lost (a timeout, a ``503`` after Redis took
+        the order): the admitted order is here, whatever its status. Served by
+        ``GET <prefix>/<sale_id>/orders``. Each admission records its ticket in
+        the buyer's list in the same round trip; the list keeps the buyer's last
+        ``per_user_limit + 20`` tickets
+        (:data:`~flask_flashsale.admission.BUYER_INDEX_SLACK`), so a live ticket
+        drops out only after more than 20 newer ones were given back. Two round
+        trips (the list, then the tickets, pipelined).
+        """
+        check_sale_id(sale_id)
+        uid = str(user_id)
+        state = self.state()
+        keys = state.keys
+        tokens: list[str] = state.client.lrange(keys.buyer_tickets(sale_id, uid), 0, -1)
+        tokens = list(dict.fromkeys(tokens))  # a re-admitted expired key appears twice
+        if not tokens:
+            return []
+        pipe = state.client.pipeline(transaction=False)
+        for token in tokens:
+            pipe.hgetall(keys.ticket(sale_id, token))
+        return [
+            _ticket(f"{sale_id}~{token}", sale_id, data)
+            for token, data in zip(tokens, pipe.execute(), strict=True)
+            if data and data.get("u") == uid
+        ]
 
     # -- monitoring -----------------------------------------------------------
 

@@ -11,6 +11,7 @@ SaleStatus = Literal["upcoming", "active", "sold_out", "ended"]
 AdmissionStatus = Literal[
     "queued",
     "duplicate",
+    "idempotency_mismatch",
     "sold_out",
     "limit_reached",
     "not_started",
@@ -115,8 +116,10 @@ class Admission:
     Outcomes are values, not exceptions: check :attr:`status` (or :attr:`ok`).
     """
 
-    #: ``queued``, ``duplicate``, ``sold_out``, ``limit_reached``, ``not_started``,
-    #: ``ended``, ``rate_limited``, ``not_found`` (or ``busy`` from the
+    #: ``queued``, ``duplicate``, ``idempotency_mismatch`` (the idempotency key
+    #: was used before with another quantity; nothing was written),
+    #: ``sold_out``, ``limit_reached``, ``not_started``, ``ended``,
+    #: ``rate_limited``, ``not_found`` (or ``busy`` from the
     #: ``optimistic``/``lock`` strategies when contention outlasts their retries).
     status: AdmissionStatus
     #: Ticket of the admitted order (``queued`` and ``duplicate``).

@@ -1,23 +1,55 @@
-"""The OpenAPI 3.1 description of the blueprint, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 description of the blueprint, served at ``/openapi.json``.
+
+Limits the code enforces (sale id and ``Idempotency-Key`` patterns,
+:data:`FLASHSALE_MAX_QUANTITY`) are read from where they are enforced, so the
+document cannot drift from the API.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .keys import IDEMPOTENCY_KEY, SALE_ID
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+
+#: Every ``code`` a problem answer of the blueprint can carry.
+PROBLEM_CODES = (
+    "identity_required",
+    "cross_origin",
+    "sale_not_found",
+    "ticket_not_found",
+    "not_found",
+    "bad_request",
+    "method_not_allowed",
+    "sold_out",
+    "limit_reached",
+    "not_started",
+    "ended",
+    "payload_too_large",
+    "unsupported_media_type",
+    "invalid_request",
+    "idempotency_mismatch",
+    "rate_limited",
+    "backend_unavailable",
+)
 
 
 def _problems(*codes: int) -> dict[str, Any]:
     return {str(code): _PROBLEM for code in codes}
 
 
-def openapi_document(prefix: str) -> dict[str, Any]:
-    """Return the OpenAPI document with paths under ``prefix``."""
+def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
+    """Return the OpenAPI document with paths under ``prefix``.
+
+    ``max_quantity`` is :data:`FLASHSALE_MAX_QUANTITY`, the largest quantity
+    one order may ask for.
+    """
     sale_id = {
         "name": "sale_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+        "schema": {"type": "string", "pattern": f"^{SALE_ID.pattern}$"},
     }
     return {
         "openapi": "3.1.0",
@@ -78,17 +110,37 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            "description": (
+                                "Retrying with the same key returns the same ticket; "
+                                "reusing it with another quantity is refused (422 "
+                                "idempotency_mismatch)"
+                            ),
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
+                            },
                         },
                     ],
                     "requestBody": {
                         "required": False,
+                        "description": (
+                            "Optional; with a body, Content-Type must be application/json "
+                            "(else 415). A request whose Origin is not the app's own (or "
+                            "an allowed one) is refused with 403 cross_origin."
+                        ),
                         "content": {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
                                     "properties": {
-                                        "quantity": {"type": "integer", "minimum": 1, "default": 1}
+                                        "quantity": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": max_quantity,
+                                            "default": 1,
+                                        }
                                     },
                                 }
                             }
@@ -109,7 +161,39 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_problems(401, 404, 409, 410, 413, 422, 429, 503),
+                        **_problems(401, 403, 404, 409, 410, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
+            prefix + "/{sale_id}/orders": {
+                "get": {
+                    "operationId": "listMyTickets",
+                    "summary": "The signed-in buyer's tickets for this sale, oldest first",
+                    "description": (
+                        "Finds an order whose answer was lost (timeout, 503): "
+                        "every ticket of the buyer for the sale, as getTicket shows it; "
+                        "expired tickets are left out."
+                    ),
+                    "parameters": [sale_id],
+                    "responses": {
+                        "200": {
+                            "description": "The buyer's tickets (Cache-Control: no-store)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "tickets": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Ticket"},
+                                            }
+                                        },
+                                        "required": ["tickets"],
+                                    }
+                                }
+                            },
+                        },
+                        **_problems(401, 404, 503),
                     },
                 }
             },
@@ -197,21 +281,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         "status": {"type": "integer"},
                         "code": {
                             "type": "string",
-                            "enum": [
-                                "identity_required",
-                                "sale_not_found",
-                                "ticket_not_found",
-                                "not_found",
-                                "method_not_allowed",
-                                "sold_out",
-                                "limit_reached",
-                                "not_started",
-                                "ended",
-                                "payload_too_large",
-                                "invalid_request",
-                                "rate_limited",
-                                "backend_unavailable",
-                            ],
+                            "enum": list(PROBLEM_CODES),
                         },
                         "detail": {"type": "string"},
                         "retry_after": {"type": "number"},

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import SaleNotFound
 from .keys import Keys, check_sale_id
 from .models import Sale, from_millis, to_millis, to_price
+from .views import RESERVED_SALE_IDS
 
 
 def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
@@ -53,6 +54,11 @@ class SaleStore:
     ) -> Sale:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)
+        if sale_id in RESERVED_SALE_IDS:
+            raise SaleNotFound(
+                f"{sale_id!r} is reserved: it names a route of the HTTP API "
+                f"(reserved ids: {', '.join(sorted(RESERVED_SALE_IDS))})"
+            )
         if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
             raise ValueError(f"stock must be a non-negative int, got {stock!r}")
         if (
@@ -138,7 +144,8 @@ class SaleStore:
         return result
 
     def delete(self, sale_id: str) -> bool:
-        """Delete the sale's definition, counts, queue and buckets; True if it existed.
+        """Delete the sale's definition, counts, queue, buckets and buyers' ticket
+        lists; True if it existed.
 
         Tickets are left to expire so buyers can still read their status.
         Unprocessed orders in the sale's stream are dropped with it: drain the
@@ -151,6 +158,7 @@ class SaleStore:
         doomed.append(k.retry(sale_id))
         doomed.append(k.attempts(sale_id))
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
+        doomed += list(self.client.scan_iter(match=k.buyer_tickets_match(sale_id), count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)
         return removed > 0

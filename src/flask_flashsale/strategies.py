@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from redis.exceptions import WatchError
 
+from .admission import BUYER_INDEX_SLACK
 from .errors import ConfigurationError, LockLost, LockNotAcquired
 from .lock import FencedLock
 from .models import Admission
@@ -92,6 +93,8 @@ class _SaleKeys(NamedTuple):
     users: str
     ticket: str
     orders: str
+    buyer_tickets: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +104,18 @@ class _Plan:
     remaining: int
     now_ms: int
     price: str
+    limit: int
 
 
 class _WatchedAdmission:
     """Read phase and write phase shared by the optimistic and lock strategies.
 
     Mirrors ``admission.lua`` check for check: sale exists, idempotency (the
-    ticket key is known before the attempt), window on Redis ``TIME``,
-    per-user limit, stock. Reads run on a pipeline in ``WATCH`` mode, so the
-    write is refused if any watched key changed since.
+    ticket key is known before the attempt; another quantity under the same
+    key is an ``idempotency_mismatch``), window on Redis ``TIME``, per-user
+    limit, stock; and write for write, the buyer's ticket list included.
+    Reads run on a pipeline in ``WATCH`` mode, so the write is refused if any
+    watched key changed since.
     """
 
     def __init__(self, client: Any, keys: Any, *, ticket_ttl: int, events_channel: str) -> None:
@@ -118,9 +124,16 @@ class _WatchedAdmission:
         self.ticket_ttl = ticket_ttl
         self.events_channel = events_channel
 
-    def sale_keys(self, sale_id: str, token: str) -> _SaleKeys:
+    def sale_keys(self, sale_id: str, user_id: str, token: str) -> _SaleKeys:
         base = self.keys.sale_base(sale_id)
-        return _SaleKeys(base + "sale", base + "users", base + "t:" + token, base + "orders")
+        return _SaleKeys(
+            base + "sale",
+            base + "users",
+            base + "t:" + token,
+            base + "orders",
+            self.keys.buyer_tickets(sale_id, user_id),
+            token,
+        )
 
     def judge(
         self, pipe: Any, k: _SaleKeys, user_id: str, quantity: int, ticket_id: str
@@ -132,7 +145,10 @@ class _WatchedAdmission:
         if raw_remaining is None:
             return Admission(status="not_found")
         remaining = int(raw_remaining)
-        if pipe.exists(k.ticket):
+        known_quantity = pipe.hget(k.ticket, "q")
+        if known_quantity is not None:
+            if int(known_quantity) != quantity:
+                return Admission(status="idempotency_mismatch", remaining=remaining)
             return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
         seconds, micros = pipe.time()
         now = int(seconds) * 1000 + int(micros) // 1000
@@ -146,7 +162,9 @@ class _WatchedAdmission:
             return Admission(status="limit_reached", remaining=remaining)
         if remaining < quantity:
             return Admission(status="sold_out", remaining=remaining)
-        return _Plan(remaining=remaining - quantity, now_ms=now, price=price or "")
+        return _Plan(
+            remaining=remaining - quantity, now_ms=now, price=price or "", limit=int(limit)
+        )
 
     def write(
         self,
@@ -168,6 +186,9 @@ class _WatchedAdmission:
             k.orders,
             {"t": ticket_id, "u": user_id, "q": quantity, "p": plan.price, "a": plan.now_ms},
         )
+        pipe.rpush(k.buyer_tickets, k.token)
+        pipe.ltrim(k.buyer_tickets, -(plan.limit + BUYER_INDEX_SLACK), -1)
+        pipe.expire(k.buyer_tickets, self.ticket_ttl)
         if plan.remaining == 0 and self.events_channel:
             pipe.publish(self.events_channel, f"sold_out {sale_id}")
         remaining = int(pipe.execute()[0])
@@ -214,7 +235,7 @@ class OptimisticStrategy:
     def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         core = self._core
-        k = core.sale_keys(sale_id, token)
+        k = core.sale_keys(sale_id, user_id, token)
         ticket_id = f"{sale_id}~{token}"
         self.counters.incr("attempts")
         for attempt in range(self.retries + 1):
@@ -335,7 +356,7 @@ class LockStrategy:
         self, lock: FencedLock, sale_id: str, user_id: str, quantity: int, token: str
     ) -> Admission:
         core = self._core
-        k = core.sale_keys(sale_id, token)
+        k = core.sale_keys(sale_id, user_id, token)
         ticket_id = f"{sale_id}~{token}"
         lease_lost = False
         try:

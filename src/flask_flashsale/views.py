@@ -1,13 +1,16 @@
-"""The JSON blueprint: list, detail, order, ticket status, OpenAPI.
+"""The JSON blueprint: list, detail, order, the buyer's tickets, ticket status, OpenAPI.
 
 Every error is ``application/problem+json`` with a stable ``code``; no input
-can produce a 500 or reach Redis unvalidated.
+can produce a 500 or reach Redis unvalidated. Unsafe requests (``POST``...)
+must be JSON from the app's own origin (or :data:`FLASHSALE_ALLOWED_ORIGINS`),
+which turns away cross-site request forgery before anything reaches Redis.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -15,6 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import errors
+from .config import normalize_origin
 from .errors import FlashSaleError
 from .keys import check_sale_id
 from .models import SOLD_OUT_FROM_MEMORY
@@ -33,7 +37,18 @@ _REFUSALS: dict[str, type[FlashSaleError]] = {
     "rate_limited": errors.RateLimited,
     "not_found": errors.SaleNotFound,
     "busy": errors.BackendUnavailable,
+    "idempotency_mismatch": errors.IdempotencyMismatch,
 }
+
+#: Sale ids that :meth:`FlashSale.create_sale` refuses: the first path segments
+#: of the blueprint's fixed routes (``<prefix>/openapi.json``,
+#: ``<prefix>/orders/<ticket_id>``), which a sale with that id would collide
+#: with. Keep in step with the routes in :func:`create_blueprint` (a test does).
+RESERVED_SALE_IDS = frozenset({"openapi.json", "orders"})
+
+#: Methods that change nothing: the cross-site checks leave them alone.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+JSON_MEDIA_TYPE = "application/json"
 
 _GENERIC = {
     400: "bad_request",
@@ -61,15 +76,54 @@ def problem_response(error: FlashSaleError) -> Response:
 
 
 def problem_from_http_exception(exc: HTTPException) -> FlashSaleError:
-    """Wrap any werkzeug HTTP error as a problem+json :class:`FlashSaleError`."""
+    """Wrap any werkzeug HTTP error as a problem+json :class:`FlashSaleError`.
+
+    The error's own headers (a 405's ``Allow``...) are kept.
+    """
     if isinstance(exc, FlashSaleError):
         return exc
     status = exc.code or 500
-    error = FlashSaleError(exc.description)
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    error = FlashSaleError(exc.description, headers=headers)
     error.code = status
     error.error_code = _GENERIC.get(status, "internal_error" if status >= 500 else "http_error")
     error.title = exc.name
     return error
+
+
+def cross_site_refusal(
+    environ: dict[str, Any], allowed_origins: Callable[[], frozenset[str]]
+) -> FlashSaleError | None:
+    """Why the current unsafe request must be refused as cross-site, or ``None``.
+
+    * ``Origin`` present and neither the app's own (``scheme://host[:port]`` of
+      the request as Flask sees it; behind a proxy, :class:`ProxyFix` makes it
+      right) nor in ``allowed_origins()`` (called only then): 403
+      ``cross_origin``. ``Origin: null`` is always refused; no ``Origin`` at
+      all (curl, apps, servers) is allowed.
+    * A ``Content-Type`` other than ``application/json`` (parameters such as
+      ``charset`` allowed; ``+json`` types are not), even with an empty body,
+      or a body without a ``Content-Type``: 415 ``unsupported_media_type``.
+
+    Costs no Redis call; reads ``environ`` only, unless there is something to check.
+    """
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is not None:
+        claimed = normalize_origin(origin)
+        own = normalize_origin(f"{request.scheme}://{request.host}")
+        if claimed is None or (claimed != own and claimed not in allowed_origins()):
+            return errors.CrossOrigin(f"requests from origin {origin[:100]!r} are not accepted")
+    if environ.get("CONTENT_TYPE"):
+        mimetype = request.mimetype
+        if mimetype != JSON_MEDIA_TYPE:
+            return errors.UnsupportedMediaType(
+                f"the body must be {JSON_MEDIA_TYPE}, not {mimetype[:100]!r}"
+            )
+        return None
+    length = environ.get("CONTENT_LENGTH")
+    if (length and length.strip("0 \t")) or "HTTP_TRANSFER_ENCODING" in environ:
+        return errors.UnsupportedMediaType(f"a body needs Content-Type: {JSON_MEDIA_TYPE}")
+    return None
 
 
 def read_quantity(max_body: int, max_quantity: int) -> int:
@@ -137,6 +191,18 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
     sold_out_body = sold_out_error.get_body()
     sold_out_headers = sold_out_error.get_headers()
 
+    @bp.before_request
+    def refuse_cross_site() -> Response | None:
+        # Every unsafe method of the blueprint, not only the order POST.
+        environ = request.environ
+        if environ["REQUEST_METHOD"] in SAFE_METHODS:
+            return None
+        error = cross_site_refusal(environ, allowed_origins)
+        return None if error is None else problem_response(error)
+
+    def allowed_origins() -> frozenset[str]:
+        return ext.state().settings.allowed_origins
+
     @bp.get("")
     def list_sales() -> Response:
         max_age = ext.state().settings.cache_max_age
@@ -150,8 +216,9 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
 
     @bp.get("/openapi.json")
     def openapi() -> Response:
-        prefix = request.script_root + ext.state().settings.url_prefix
-        return _json(openapi_document(prefix))
+        settings = ext.state().settings
+        prefix = request.script_root + settings.url_prefix
+        return _json(openapi_document(prefix, max_quantity=settings.max_quantity))
 
     @bp.get("/<sale_id>")
     def sale_detail(sale_id: str) -> Response:
@@ -192,6 +259,17 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             "remaining": admission.remaining,
         }
         return _json(body, 202, headers)
+
+    @bp.get("/<sale_id>/orders")
+    def buyer_tickets(sale_id: str) -> Response:
+        check_sale_id(sale_id)
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        if ext.get_sale(sale_id) is None:
+            raise errors.SaleNotFound(f"no sale {sale_id!r}")
+        tickets = [t.to_dict() for t in ext.user_tickets(sale_id, user_id)]
+        return _json({"tickets": tickets}, headers={"Cache-Control": "no-store"})
 
     @bp.get("/orders/<ticket_id>")
     def ticket(ticket_id: str) -> Response:
