@@ -90,7 +90,7 @@ def run_curl(line: str, port: int, cwd: Path) -> Any:
 
 
 def follow_the_readme(port: int, cwd: Path) -> tuple[Any, Any, Any]:
-    """Run the README's curl lines; poll the last two until the order is in the database."""
+    """Run the README's curl lines; poll the last two until the order is confirmed and stored."""
     login, order, tickets, mine = curl_lines()
     assert run_curl(login, port, cwd) == {"signed_in": "alice"}
     placed = run_curl(order, port, cwd)
@@ -98,7 +98,8 @@ def follow_the_readme(port: int, cwd: Path) -> tuple[Any, Any, Any]:
     while True:
         listed = run_curl(tickets, port, cwd)
         rows = run_curl(mine, port, cwd)
-        if rows["orders"] or time.monotonic() > deadline:
+        confirmed = [t for t in listed.get("tickets", []) if t["status"] == "confirmed"]
+        if (rows["orders"] and confirmed) or time.monotonic() > deadline:
             return placed, listed, rows
         time.sleep(0.1)
 
