@@ -69,7 +69,7 @@ def create_command(
 @click.argument("sale_id")
 @click.argument("quantity", type=int)
 def restock_command(sale_id: str, quantity: int) -> None:
-    """Add QUANTITY units to a sale (negative withdraws unsold units)."""
+    """Add QUANTITY units to a sale (negative withdraws units; never below 0 stock)."""
     try:
         remaining = _ext().restock(sale_id, quantity)
     except ValueError as exc:

@@ -255,7 +255,13 @@ class FlashSale:
         return state.cache.sales(state.sales.list_known)
 
     def restock(self, sale_id: str, quantity: int) -> int:
-        """Add ``quantity`` units (negative withdraws unsold ones); return ``remaining``."""
+        """Add ``quantity`` units (negative withdraws some); return ``remaining``.
+
+        A withdrawal may take more than remains (never more than the stock):
+        tickets already admitted stay valid, ``remaining`` shows 0, and no order
+        is admitted until enough units come back. Raises ``ValueError`` if the
+        stock would go below 0.
+        """
         state = self.state()
         remaining = state.sales.restock(sale_id, quantity)
         state.cache.changed(sale_id)

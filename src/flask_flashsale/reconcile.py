@@ -72,7 +72,8 @@ class SaleReconciliation:
     sale_id: str
     #: Units offered (created + restocks).
     stock: int
-    #: ``remaining`` in Redis when read.
+    #: ``remaining`` in Redis when read: ``stock`` minus the units buyers hold,
+    #: below 0 when they hold more than the stock (the API shows 0 then).
     remaining: int
     #: Buyers that disagree.
     users: tuple[UserDrift, ...]
@@ -82,9 +83,11 @@ class SaleReconciliation:
     in_flight: tuple[str, ...] = ()
     #: True when the differences were repaired.
     fixed: bool = False
-    #: ``remaining`` after the repair (``None`` without one).
+    #: ``remaining`` in Redis after the repair (``None`` without one); below 0
+    #: when buyers hold more than the stock.
     remaining_after: int | None = None
-    #: Units the host holds beyond what was offered (``remaining`` stays at 0).
+    #: Units buyers hold beyond the stock after the repair (``-remaining_after``
+    #: when that is positive): no order is admitted until they come back.
     oversold: int = 0
     #: Extra notes (e.g. the sale vanished during the repair).
     notes: tuple[str, ...] = field(default=())
@@ -95,9 +98,15 @@ class SaleReconciliation:
         return not self.users and self.remaining_delta == 0
 
     def describe(self) -> list[str]:
-        """Human-readable lines, as printed by ``flask flashsale reconcile``."""
+        """Human-readable lines, as printed by ``flask flashsale reconcile``.
+
+        ``remaining`` is shown as the API shows it (never below 0), with the
+        units held beyond the stock named when there are any.
+        """
         sold = self.stock - self.remaining
-        lines = [f"{self.sale_id}: stock {self.stock}, remaining {self.remaining}, sold {sold}"]
+        lines = [
+            f"{self.sale_id}: stock {self.stock}, remaining {_shown(self.remaining)}, sold {sold}"
+        ]
         for u in self.users:
             action = f"take {u.delta}" if u.delta > 0 else f"give back {-u.delta}"
             if u.delta == 0:
@@ -109,19 +118,30 @@ class SaleReconciliation:
             for ticket in u.stale_tickets:
                 lines.append(f"    ticket {ticket} confirmed in Redis, not in the host")
         if self.remaining_delta:
-            lines.append(f"  remaining {self.remaining} -> {self.remaining + self.remaining_delta}")
+            after = self.remaining + self.remaining_delta
+            lines.append(f"  remaining {_shown(self.remaining)} -> {_shown(after)}")
         for user in self.in_flight:
             lines.append(f"  {user}: changed during the check, left alone")
         lines.extend(f"  {note}" for note in self.notes)
         if self.oversold:
-            lines.append(f"  OVERSOLD: the host holds {self.oversold} units more than offered")
+            lines.append(
+                f"  OVERSOLD: buyers hold {self.oversold} units more than the stock;"
+                " no order is admitted until they come back"
+            )
         if self.ok:
             lines.append("  in agreement")
-        elif self.fixed:
-            lines.append(f"  repaired: remaining is now {self.remaining_after}")
+        elif self.fixed and self.remaining_after is not None:
+            lines.append(f"  repaired: remaining is now {_shown(self.remaining_after)}")
         elif not self.notes:
             lines.append("  differences found (repair them with --fix)")
         return lines
+
+
+def _shown(remaining: int) -> str:
+    """``remaining`` as the API shows it, with the units held beyond the stock."""
+    if remaining >= 0:
+        return str(remaining)
+    return f"0 ({-remaining} over the stock)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +298,7 @@ class Reconciler:
             if d.delta:
                 pairs += [d.user_id, d.delta]
         try:
-            remaining, oversold = self._fix(
+            outcome, remaining, oversold = self._fix(
                 keys=[base + "sale", base + "users", lock.key, *tickets],
                 args=[lock.holder, found.remaining_delta, STALE_REASON, *pairs],
             )
@@ -287,7 +307,7 @@ class Reconciler:
                 detail = f"the lock of sale {found.sale_id!r} expired during the repair"
                 raise LockLost(detail) from None
             raise
-        if int(remaining) < 0:
+        if outcome == "gone":
             note = "the sale was deleted before the repair; nothing done"
             return replace(found, notes=(*found.notes, note))
         return replace(found, fixed=True, remaining_after=int(remaining), oversold=int(oversold))

@@ -7,14 +7,15 @@
 -- ARGV[4..] pairs: user id, change to the units the user holds
 --
 -- Changes are relative (HINCRBY), so they commute with admissions that run
--- meanwhile. 'remaining' never goes below 0; what could not be taken is
--- returned as the oversold count.
--- Reply: {remaining after, oversold units}; {-1, 0} if the sale is gone; an
--- error if the lock is no longer held (nothing is changed then).
+-- meanwhile. 'remaining' keeps the books (stock - units held) even when that
+-- is below zero: clamping it would let units come back that were never free.
+-- Reply: {'fixed', remaining after, units held beyond the stock};
+-- {'gone', 0, 0} if the sale is gone; an error if the lock is no longer held
+-- (nothing is changed then).
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return redis.error_reply('LOCKLOST the sale lock was not held')
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', 0, 0} end
 for i = 4, #ARGV, 2 do
   local held = redis.call('HINCRBY', KEYS[2], ARGV[i], tonumber(ARGV[i + 1]))
   if held <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
@@ -25,10 +26,4 @@ for i = 4, #KEYS do
   end
 end
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', tonumber(ARGV[2]))
-local oversold = 0
-if remaining < 0 then
-  oversold = -remaining
-  remaining = 0
-  redis.call('HSET', KEYS[1], 'remaining', 0)
-end
-return {remaining, oversold}
+return {'fixed', remaining, math.max(-remaining, 0)}

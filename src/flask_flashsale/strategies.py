@@ -131,7 +131,9 @@ class _WatchedAdmission:
         )
         if raw_remaining is None:
             return Admission(status="not_found")
-        remaining = int(raw_remaining)
+        # Below 0 after an admin cut the stock under what buyers hold: shown as
+        # 0, and refused like 0 (quantity >= 1).
+        remaining = max(int(raw_remaining), 0)
         if pipe.exists(k.ticket):
             return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
         seconds, micros = pipe.time()
