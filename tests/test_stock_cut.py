@@ -280,7 +280,7 @@ _sales = itertools.count()
 
 
 @settings(
-    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(first_stock=st.integers(0, 12), ops=OPS)
 def test_no_sequence_of_admin_changes_and_cancels_lets_live_units_grow_past_the_stock(
