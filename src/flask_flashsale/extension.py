@@ -438,7 +438,10 @@ class FlashSale:
         """Register the host's hook for reconciliation.
 
         ``fn(sale_id)`` returns the units of the host's confirmed orders per
-        buyer, ``{user_id: units}``; :meth:`reconcile` compares them with Redis.
+        buyer, ``{user_id: units}``, or the orders themselves as
+        ``(order_id, user_id, units)`` rows; :meth:`reconcile` compares them
+        with Redis. With order ids, a repair also restores the tickets Redis
+        forgot (e.g. after it restarted from an older append-only file).
         """
         self._reconcile_source = fn
         return fn
@@ -458,7 +461,11 @@ class FlashSale:
             )
         state = self.state()
         reconciler = Reconciler(
-            state.client, state.keys, state.scripts["reconcile_fix"], state.scripts["lock_acquire"]
+            state.client,
+            state.keys,
+            state.scripts["reconcile_fix"],
+            state.scripts["lock_acquire"],
+            ticket_ttl=state.settings.ticket_ttl,
         )
         sale_ids = [sale_id] if sale_id is not None else state.sales.ids()
         return [
