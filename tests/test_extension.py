@@ -17,7 +17,7 @@ from flask_flashsale.config import DEFAULTS
 def test_init_app_later_stores_state_in_app_extensions(redis_url: str) -> None:
     ext = FlashSale()
     app = Flask("late")
-    app.config["FLASHSALE_REDIS_URL"] = redis_url
+    app.config.update(SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url)
     ext.init_app(app)
     assert app.extensions["flashsale"].ext is ext
     assert "flashsale" in app.blueprints
@@ -25,7 +25,7 @@ def test_init_app_later_stores_state_in_app_extensions(redis_url: str) -> None:
 
 def test_init_app_sets_every_default(redis_url: str) -> None:
     app = Flask("defaults")
-    app.config["FLASHSALE_REDIS_URL"] = redis_url
+    app.config.update(SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url)
     FlashSale(app)
     for key, value in DEFAULTS.items():
         if key != "FLASHSALE_REDIS_URL":
@@ -39,7 +39,9 @@ def test_one_extension_serves_several_apps_with_their_own_redis_namespaces(
     apps = []
     for prefix in ("shop-a", "shop-b"):
         app = Flask(prefix)
-        app.config.update(FLASHSALE_REDIS_URL=redis_url, FLASHSALE_KEY_PREFIX=prefix)
+        app.config.update(
+            SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url, FLASHSALE_KEY_PREFIX=prefix
+        )
         ext.init_app(app)
         apps.append(app)
     with apps[0].app_context():
@@ -82,7 +84,7 @@ def test_bad_configuration_fails_at_start_up_naming_the_key(key: str, value: obj
 
 def test_errors_are_http_exceptions_a_host_can_handle(redis_url: str) -> None:
     app = Flask("handles")
-    app.config["FLASHSALE_REDIS_URL"] = redis_url
+    app.config.update(SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url)
     ext = FlashSale(app)
 
     @app.route("/buy/<sale_id>")

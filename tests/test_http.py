@@ -238,7 +238,7 @@ def test_host_404s_outside_prefix_are_left_alone(app: Flask, client: Any) -> Non
 
 def test_host_404_handler_keeps_working_outside_prefix(redis_url: str) -> None:
     app = Flask("host-with-404")
-    app.config.update(FLASHSALE_REDIS_URL=redis_url)
+    app.config.update(SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url)
 
     @app.errorhandler(404)
     def host_404(exc: Exception) -> tuple[str, int]:

@@ -79,7 +79,9 @@ def test_without_loader_or_flask_login_every_order_is_401(
 ) -> None:
     monkeypatch.setitem(sys.modules, "flask_login", None)  # as if not installed
     app = Flask("no-identity")
-    app.config.update(FLASHSALE_REDIS_URL=redis_url, FLASHSALE_INLINE_WORKER=False)
+    app.config.update(
+        SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url, FLASHSALE_INLINE_WORKER=False
+    )
     ext = FlashSale(app)
     with app.app_context():
         ext.create_sale("tee", stock=5)

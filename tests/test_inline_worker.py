@@ -188,7 +188,7 @@ def test_the_inline_worker_can_be_turned_off() -> None:
 
 def test_there_is_no_inline_worker_by_default_with_a_real_redis(redis_url: str) -> None:
     app = Flask("real")
-    app.config["FLASHSALE_REDIS_URL"] = redis_url
+    app.config.update(SECRET_KEY="test-secret", FLASHSALE_REDIS_URL=redis_url)
     FlashSale(app)
     assert FlashSale.state(app).inline_worker is None
 
@@ -196,7 +196,10 @@ def test_there_is_no_inline_worker_by_default_with_a_real_redis(redis_url: str) 
 def test_the_inline_worker_can_run_against_a_real_redis(redis_url: str) -> None:
     app = Flask("real-inline")
     app.config.update(
-        FLASHSALE_REDIS_URL=redis_url, FLASHSALE_INLINE_WORKER=True, FLASHSALE_CLAIM_IDLE=0.5
+        SECRET_KEY="test-secret",
+        FLASHSALE_REDIS_URL=redis_url,
+        FLASHSALE_INLINE_WORKER=True,
+        FLASHSALE_CLAIM_IDLE=0.5,
     )
     ext = FlashSale(app)
     seen: list[str] = []

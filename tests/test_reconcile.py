@@ -174,8 +174,9 @@ def test_host_holding_more_than_was_offered_is_reported_as_oversold(
     shop.confirm(shop.buy("one", "alice"), "alice")
     shop.host_writes("one~" + "b" * 22, "bob")
     result = shop.reconcile("one", "--fix")
-    assert "OVERSOLD: the host holds 1 units more than offered" in result.output
-    assert shop.remaining("one") == 0
+    assert "OVERSOLD: buyers hold 1 units more than the stock" in result.output
+    assert "repaired: remaining is now 0 (1 over the stock)" in result.output
+    assert shop.remaining("one") == -1  # the books: stock 1 - 2 units held
     assert shop.held("one") == {"alice": "1", "bob": "1"}
 
 

@@ -105,14 +105,14 @@ class LuaStrategy:
         if status == "rate_limited":
             return Admission(
                 status=status,
-                remaining=remaining,
+                remaining=max(remaining, 0),
                 retry_after=int(wait_ms) / 1000.0,
                 throttled_by=ticket,
             )
         return Admission(
             status=status,
             ticket_id=ticket or None,
-            remaining=None if remaining < 0 else remaining,
+            remaining=None if status == "not_found" else max(remaining, 0),
             retry_after=int(wait_ms) / 1000.0 if int(wait_ms) > 0 else None,
         )
 

@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 
 from .errors import ConfigurationError, FlashSaleError, SaleNotFound
 from .extension import FlashSale
+from .keys import check_sale_id
 from .registry import live_workers
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
@@ -69,7 +70,7 @@ def create_command(
 @click.argument("sale_id")
 @click.argument("quantity", type=int)
 def restock_command(sale_id: str, quantity: int) -> None:
-    """Add QUANTITY units to a sale (negative withdraws unsold units)."""
+    """Add QUANTITY units to a sale (negative withdraws units; never below 0 stock)."""
     try:
         remaining = _ext().restock(sale_id, quantity)
     except ValueError as exc:
@@ -175,6 +176,10 @@ def status_command(as_json: bool) -> None:
         )
 
 
+#: Dead letters read per round trip while ``dead-letters`` pages through a stream.
+DEAD_LETTER_PAGE = 100
+
+
 @flashsale_cli.command("dead-letters")
 @click.argument("sale_id", required=False)
 @click.option(
@@ -184,9 +189,32 @@ def status_command(as_json: bool) -> None:
     metavar="ENTRY_ID",
     help="Put this dead letter of SALE_ID back on the queue (takes its stock again).",
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Print at most this many (default: all of them).",
+)
+@click.option(
+    "--after",
+    default=None,
+    metavar="ENTRY_ID",
+    help="Start after this dead letter of SALE_ID (the last one of the previous page).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-def dead_letters_command(sale_id: str | None, entry_id: str | None, as_json: bool) -> None:
-    """List orders that failed for good (all sales, or SALE_ID), or requeue one."""
+def dead_letters_command(
+    sale_id: str | None,
+    entry_id: str | None,
+    limit: int | None,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """List orders that failed for good (all sales, or SALE_ID), or requeue one.
+
+    Every dead letter is printed, oldest first, sale by sale; the count on
+    stderr is how many the dead-letter streams hold. With --limit the listing
+    stops after that many and says where the next page starts (--after).
+    """
     state = FlashSale.state(current_app)
     if entry_id is not None:
         if sale_id is None:
@@ -199,18 +227,54 @@ def dead_letters_command(sale_id: str | None, entry_id: str | None, as_json: boo
             raise click.ClickException(f"not requeued: {outcome}")
         click.echo(f"{sale_id} {entry_id}: requeued")
         return
+    if after is not None and sale_id is None:
+        raise click.UsageError("--after needs the SALE_ID the dead letter belongs to")
     sale_ids = [sale_id] if sale_id else state.orders.sale_ids()
     try:
-        letters = [d for s in sale_ids for d in state.orders.dead_letters(s)]
+        counts = {
+            q.sale_id: q.dead_letters
+            for q in state.orders.stats([check_sale_id(s) for s in sale_ids])
+        }
     except SaleNotFound as exc:
         raise click.BadParameter(str(exc.description)) from None
-    for d in letters:
-        if as_json:
-            click.echo(json.dumps(d.to_dict()))
-        else:
-            click.echo(
-                f"{d.sale_id} {d.entry_id} ticket={d.ticket_id} user={d.user_id}"
-                f" qty={d.quantity} attempts={d.attempts} reason={d.reason}"
-            )
-    if not as_json:
-        click.echo(f"{len(letters)} dead letter(s)", err=True)
+    shown = 0
+    last: tuple[str, str] | None = None
+    more = False
+    for i, sid in enumerate(sale_ids):
+        cursor = after if sid == sale_id else None
+        while True:
+            room = DEAD_LETTER_PAGE if limit is None else min(DEAD_LETTER_PAGE, limit - shown)
+            if room == 0:
+                break
+            try:
+                letters = state.orders.dead_letters(sid, room, after=cursor)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--after") from None
+            for d in letters:
+                if as_json:
+                    click.echo(json.dumps(d.to_dict()))
+                else:
+                    click.echo(
+                        f"{d.sale_id} {d.entry_id} ticket={d.ticket_id} user={d.user_id}"
+                        f" qty={d.quantity} attempts={d.attempts} reason={d.reason}"
+                    )
+            shown += len(letters)
+            if letters:
+                cursor = letters[-1].entry_id
+                last = (sid, cursor)
+            if len(letters) < room:
+                break
+        if limit is not None and shown >= limit:
+            later = any(counts[s] for s in sale_ids[i + 1 :])
+            more = later or bool(state.orders.dead_letters(sid, 1, after=cursor))
+            break
+    if as_json:
+        return
+    total = sum(counts.values())
+    if limit is None:
+        click.echo(f"{total} dead letter(s)", err=True)
+    elif not more or last is None:
+        click.echo(f"{shown} of {total} dead letter(s) shown", err=True)
+    else:
+        where = f"--after {last[1]}" if sale_id else f"{last[0]} --after {last[1]}"
+        click.echo(f"{shown} of {total} dead letter(s) shown; next page: {where}", err=True)

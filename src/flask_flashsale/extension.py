@@ -33,6 +33,26 @@ OrderHandler = Callable[[Order], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def ticket_secret(app: Flask, settings: config.Settings) -> bytes:
+    """The secret of idempotent ticket ids: ``FLASHSALE_SECRET``, else ``SECRET_KEY``.
+
+    A ticket id for an ``Idempotency-Key`` is an HMAC under it, so it must be
+    the same in every process and survive Redis losing its data. Without
+    either key, ``memory://`` (one process, a throwaway store) gets a random
+    secret of its own; any other URL raises
+    :class:`~flask_flashsale.ConfigurationError`.
+    """
+    secret = settings.secret or app.config.get("SECRET_KEY")
+    if secret:
+        return secret if isinstance(secret, bytes) else str(secret).encode()
+    if settings.redis_url.startswith("memory://"):
+        return secrets.token_bytes(32)
+    raise ConfigurationError(
+        "set FLASHSALE_SECRET or SECRET_KEY: idempotent ticket ids are signed with it, "
+        "and a secret made up at start-up would change when Redis loses its data"
+    )
+
+
 class FlashSaleState:
     """Everything the extension holds for one app, kept in ``app.extensions["flashsale"]``."""
 
@@ -95,10 +115,6 @@ class FlashSaleState:
         #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
         #: ``state.inline_worker.stop()`` stops it.
         self.inline_worker: InlineWorker | None = None
-        secret = settings.secret or app.config.get("SECRET_KEY")
-        self._secret: bytes | None = (
-            (secret if isinstance(secret, bytes) else str(secret).encode()) if secret else None
-        )
         #: View rate limits (:meth:`FlashSale.limit`) and the site-wide API limit.
         self.limiter = RateLimiter(
             self.client,
@@ -107,18 +123,10 @@ class FlashSaleState:
             api_rate_limit=settings.api_rate_limit,
             api_rate_limit_key=settings.api_rate_limit_key,
         )
+        #: Secret of idempotent ticket ids (see :func:`ticket_secret`).
+        self.secret: bytes = ticket_secret(app, settings)
         #: Prometheus metrics on the app's own registry (``FLASHSALE_METRICS``), else ``None``.
         self.metrics: Metrics | None = Metrics(self) if settings.metrics else None
-
-    @property
-    def secret(self) -> bytes:
-        """Secret for idempotent ticket ids: ``FLASHSALE_SECRET``, ``SECRET_KEY``, or
-        a random one stored once in Redis and shared by every process."""
-        if self._secret is None:
-            key = self.keys.secret()
-            self.client.set(key, secrets.token_hex(32), nx=True)
-            self._secret = str(self.client.get(key)).encode()
-        return self._secret
 
 
 def _ticket(ticket_id: str, sale_id: str, data: dict[str, Any]) -> Ticket:
@@ -259,7 +267,13 @@ class FlashSale:
         return state.cache.sales(state.sales.list_known)
 
     def restock(self, sale_id: str, quantity: int) -> int:
-        """Add ``quantity`` units (negative withdraws unsold ones); return ``remaining``."""
+        """Add ``quantity`` units (negative withdraws some); return ``remaining``.
+
+        A withdrawal may take more than remains (never more than the stock):
+        tickets already admitted stay valid, ``remaining`` shows 0, and no order
+        is admitted until enough units come back. Raises ``ValueError`` if the
+        stock would go below 0.
+        """
         state = self.state()
         remaining = state.sales.restock(sale_id, quantity)
         state.cache.changed(sale_id)
@@ -458,7 +472,10 @@ class FlashSale:
         """Register the host's hook for reconciliation.
 
         ``fn(sale_id)`` returns the units of the host's confirmed orders per
-        buyer, ``{user_id: units}``; :meth:`reconcile` compares them with Redis.
+        buyer, ``{user_id: units}``, or the orders themselves as
+        ``(order_id, user_id, units)`` rows; :meth:`reconcile` compares them
+        with Redis. With order ids, a repair also restores the tickets Redis
+        forgot (e.g. after it restarted from an older append-only file).
         """
         self._reconcile_source = fn
         return fn
@@ -478,7 +495,11 @@ class FlashSale:
             )
         state = self.state()
         reconciler = Reconciler(
-            state.client, state.keys, state.scripts["reconcile_fix"], state.scripts["lock_acquire"]
+            state.client,
+            state.keys,
+            state.scripts["reconcile_fix"],
+            state.scripts["lock_acquire"],
+            ticket_ttl=state.settings.ticket_ttl,
         )
         sale_ids = [sale_id] if sale_id is not None else state.sales.ids()
         return [

@@ -126,7 +126,3 @@ class Keys:
     def events_channel(self) -> str:
         """Pub/sub channel for cache invalidation."""
         return f"{self.prefix}:events"
-
-    def secret(self) -> str:
-        """Per-deployment secret for deterministic (idempotent) ticket ids."""
-        return f"{self.prefix}:secret"

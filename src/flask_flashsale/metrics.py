@@ -118,7 +118,9 @@ class RedisCollector:
                 raise reply
 
         stock = GaugeMetricFamily(
-            "flashsale_stock_remaining", "Units of the sale not yet admitted.", labels=["sale"]
+            "flashsale_stock_remaining",
+            "Units of the sale not yet admitted (never below 0).",
+            labels=["sale"],
         )
         length = GaugeMetricFamily(
             "flashsale_queue_length",
@@ -142,7 +144,7 @@ class RedisCollector:
             remaining, xlen, summary, dead_len = replies[4 * i : 4 * i + 4]
             in_hand = 0 if isinstance(summary, Exception) else int(summary["pending"])
             if remaining is not None:
-                stock.add_metric([sale_id], int(remaining))
+                stock.add_metric([sale_id], max(int(remaining), 0))
             length.add_metric([sale_id], int(xlen))
             pending.add_metric([sale_id], in_hand)
             lag.add_metric([sale_id], max(int(xlen) - in_hand, 0))

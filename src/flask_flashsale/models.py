@@ -66,7 +66,9 @@ class Sale:
     id: str
     #: Units offered: the stock the sale was created with, plus restocks.
     stock: int
-    #: Units still available for admission.
+    #: Units still available for admission; never below 0. After an admin cut
+    #: the stock below what buyers hold (re-create, negative restock), it shows
+    #: 0 until enough units come back (cancelled, failed).
     remaining: int
     #: Unit price, or ``None``.
     price: Decimal | None
@@ -124,7 +126,7 @@ class Admission:
     status: AdmissionStatus
     #: Ticket of the admitted order (``queued`` and ``duplicate``).
     ticket_id: str | None = None
-    #: Units left after this attempt, where known.
+    #: Units left after this attempt, where known (never below 0).
     remaining: int | None = None
     #: Seconds until a retry may succeed (``not_started``, ``rate_limited``, ``busy``).
     retry_after: float | None = None

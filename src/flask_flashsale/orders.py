@@ -467,11 +467,22 @@ class OrderQueue:
             )
         return out
 
-    def dead_letters(self, sale_id: str, count: int = 100) -> list[DeadLetter]:
-        """The sale's dead letters, oldest first (at most ``count``)."""
+    def dead_letters(
+        self, sale_id: str, count: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        """The sale's dead letters, oldest first: at most ``count``, those after entry ``after``.
+
+        Page through all of them by passing the last entry id seen as ``after``;
+        :meth:`stats` (``dead_letters``) counts them.
+        """
         check_sale_id(sale_id)
+        start = "-"
+        if after is not None:
+            if not ENTRY_ID.fullmatch(after):
+                raise ValueError(f"{after[:40]!r} is not a stream entry id")
+            start = "(" + after
         out = []
-        for entry_id, fields in self.client.xrange(self.keys.dead(sale_id), count=count):
+        for entry_id, fields in self.client.xrange(self.keys.dead(sale_id), start, count=count):
             failed = fields.get("f")
             out.append(
                 DeadLetter(

@@ -4,7 +4,8 @@ Redis counts, per sale, the units each buyer holds (``users`` hash) and the
 units left (``remaining``); the host's database holds the orders its
 ``order_handler`` wrote. The host tells what it holds through a
 ``reconcile_source`` hook: ``(sale_id) -> {user_id: units}`` of its confirmed
-orders. For each buyer::
+orders, or better its orders themselves as ``(order_id, user_id, units)``
+rows (``order.id`` is the ticket id). For each buyer::
 
     held      units Redis counts for the buyer
     pending   units in the buyer's ``queued`` tickets (admitted, maybe not yet
@@ -15,7 +16,14 @@ orders. For each buyer::
 Redis did not count (stock not taken): repair takes them. Above it, Redis
 holds units no order accounts for: repair gives them back, and marks
 ``confirmed`` tickets the host does not have as ``failed`` (reason
-``reconciled``). The sale itself must satisfy ``stock - remaining == sum(held)``.
+``reconciled``). The sale itself must satisfy ``stock - remaining == sum(held)``
+(``remaining`` below zero when buyers hold more than the stock).
+
+When the source gives order ids, repair also restores the tickets Redis
+forgot (Redis restarted from an older append-only file or a lagging replica)
+of buyers whose units it forgot: they come back ``confirmed``, so the buyer
+sees the order again and a retry with the same ``Idempotency-Key`` is a
+``duplicate``. Those ids also pick which ``confirmed`` tickets the host lacks.
 
 Buyers whose Redis state changes while reconciliation reads the host
 (admitted, confirmed or cancelled meanwhile) are reported as in flight and left
@@ -26,17 +34,21 @@ admissions running at the same time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from .errors import LockLost, SaleNotFound
+from .keys import TICKET_ID
 from .lock import FencedLock
 
-#: The host's hook: ``(sale_id) -> {user_id: units}`` of its confirmed orders.
-ReconcileSource = Callable[[str], Mapping[Any, int]]
+#: What a :data:`ReconcileSource` returns: ``{user_id: units}`` of the host's
+#: confirmed orders, or those orders as ``(order_id, user_id, units)`` rows.
+HostOrders = Mapping[Any, int] | Iterable[tuple[Any, Any, int]]
+#: The host's hook: ``(sale_id) ->`` :data:`HostOrders`.
+ReconcileSource = Callable[[str], HostOrders]
 
 #: Lease (s) of the sale lock held while a repair reads the host and writes.
 REPAIR_LEASE = 60.0
@@ -63,6 +75,11 @@ class UserDrift:
     delta: int
     #: Confirmed tickets the host does not have (marked ``failed`` by a repair).
     stale_tickets: tuple[str, ...] = ()
+    #: Tickets of host orders Redis forgot, for a buyer whose units it forgot
+    #: too (restored as ``confirmed`` by a repair; needs order ids from the source).
+    missing_tickets: tuple[str, ...] = ()
+    #: Units of each of :attr:`missing_tickets`.
+    missing_units: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +89,8 @@ class SaleReconciliation:
     sale_id: str
     #: Units offered (created + restocks).
     stock: int
-    #: ``remaining`` in Redis when read.
+    #: ``remaining`` in Redis when read: ``stock`` minus the units buyers hold,
+    #: below 0 when they hold more than the stock (the API shows 0 then).
     remaining: int
     #: Buyers that disagree.
     users: tuple[UserDrift, ...]
@@ -82,9 +100,11 @@ class SaleReconciliation:
     in_flight: tuple[str, ...] = ()
     #: True when the differences were repaired.
     fixed: bool = False
-    #: ``remaining`` after the repair (``None`` without one).
+    #: ``remaining`` in Redis after the repair (``None`` without one); below 0
+    #: when buyers hold more than the stock.
     remaining_after: int | None = None
-    #: Units the host holds beyond what was offered (``remaining`` stays at 0).
+    #: Units buyers hold beyond the stock after the repair (``-remaining_after``
+    #: when that is positive): no order is admitted until they come back.
     oversold: int = 0
     #: Extra notes (e.g. the sale vanished during the repair).
     notes: tuple[str, ...] = field(default=())
@@ -95,9 +115,15 @@ class SaleReconciliation:
         return not self.users and self.remaining_delta == 0
 
     def describe(self) -> list[str]:
-        """Human-readable lines, as printed by ``flask flashsale reconcile``."""
+        """Human-readable lines, as printed by ``flask flashsale reconcile``.
+
+        ``remaining`` is shown as the API shows it (never below 0), with the
+        units held beyond the stock named when there are any.
+        """
         sold = self.stock - self.remaining
-        lines = [f"{self.sale_id}: stock {self.stock}, remaining {self.remaining}, sold {sold}"]
+        lines = [
+            f"{self.sale_id}: stock {self.stock}, remaining {_shown(self.remaining)}, sold {sold}"
+        ]
         for u in self.users:
             action = f"take {u.delta}" if u.delta > 0 else f"give back {-u.delta}"
             if u.delta == 0:
@@ -108,20 +134,33 @@ class SaleReconciliation:
             )
             for ticket in u.stale_tickets:
                 lines.append(f"    ticket {ticket} confirmed in Redis, not in the host")
+            for ticket in u.missing_tickets:
+                lines.append(f"    ticket {ticket} in the host, forgotten by Redis")
         if self.remaining_delta:
-            lines.append(f"  remaining {self.remaining} -> {self.remaining + self.remaining_delta}")
+            after = self.remaining + self.remaining_delta
+            lines.append(f"  remaining {_shown(self.remaining)} -> {_shown(after)}")
         for user in self.in_flight:
             lines.append(f"  {user}: changed during the check, left alone")
         lines.extend(f"  {note}" for note in self.notes)
         if self.oversold:
-            lines.append(f"  OVERSOLD: the host holds {self.oversold} units more than offered")
+            lines.append(
+                f"  OVERSOLD: buyers hold {self.oversold} units more than the stock;"
+                " no order is admitted until they come back"
+            )
         if self.ok:
             lines.append("  in agreement")
-        elif self.fixed:
-            lines.append(f"  repaired: remaining is now {self.remaining_after}")
+        elif self.fixed and self.remaining_after is not None:
+            lines.append(f"  repaired: remaining is now {_shown(self.remaining_after)}")
         elif not self.notes:
             lines.append("  differences found (repair them with --fix)")
         return lines
+
+
+def _shown(remaining: int) -> str:
+    """``remaining`` as the API shows it, with the units held beyond the stock."""
+    if remaining >= 0:
+        return str(remaining)
+    return f"0 ({-remaining} over the stock)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +214,32 @@ def _snapshot(client: Any, base: str) -> _Snapshot | None:
     )
 
 
-def _judge(sale_id: str, snap: _Snapshot, host: Mapping[str, int], user: str) -> UserDrift | None:
+@dataclass(frozen=True, slots=True)
+class _Host:
+    """The host's side of one sale, as the source returned it."""
+
+    #: Units of the host's orders per buyer (buyers with none left out).
+    units: dict[str, int]
+    #: ``token -> (user, units)`` of the host's orders that carry a ticket id of
+    #: this sale; ``None`` when the source gave units per buyer only.
+    orders: dict[str, tuple[str, int]] | None
+
+
+def _host(sale_id: str, raw: HostOrders) -> _Host:
+    if isinstance(raw, Mapping):
+        return _Host({str(u): int(n) for u, n in raw.items() if int(n)}, None)
+    units: dict[str, int] = {}
+    orders: dict[str, tuple[str, int]] = {}
+    for order_id, user_id, quantity in raw:
+        user, qty = str(user_id), int(quantity)
+        units[user] = units.get(user, 0) + qty
+        m = TICKET_ID.fullmatch(str(order_id))
+        if m is not None and m.group(1) == sale_id:
+            orders[m.group(2)] = (user, qty)
+    return _Host({u: n for u, n in units.items() if n}, orders)
+
+
+def _judge(sale_id: str, snap: _Snapshot, host: _Host, user: str) -> UserDrift | None:
     held = snap.held.get(user, 0)
     mine = [t for t in snap.tickets.values() if t.user == user]
     pending = sum(t.quantity for t in mine if t.status == "queued")
@@ -183,7 +247,7 @@ def _judge(sale_id: str, snap: _Snapshot, host: Mapping[str, int], user: str) ->
         (t for t in mine if t.status == "confirmed"), key=lambda t: t.admitted_ms, reverse=True
     )
     confirmed = sum(t.quantity for t in confirmed_tickets)
-    units = host.get(user, 0)
+    units = host.units.get(user, 0)
     delta = 0
     if held < units:
         delta = units - held
@@ -191,22 +255,54 @@ def _judge(sale_id: str, snap: _Snapshot, host: Mapping[str, int], user: str) ->
         delta = units + pending - held
     stale: list[str] = []
     excess = confirmed - units
+    orders = host.orders
+    if orders is not None:  # the ones the host does not have go first
+        confirmed_tickets.sort(key=lambda t: t.token in orders)
     for ticket in confirmed_tickets:  # newest first
         if excess <= 0:
             break
         stale.append(f"{sale_id}~{ticket.token}")
         excess -= ticket.quantity
-    if delta == 0 and not stale:
+    missing: list[tuple[str, int]] = []
+    if delta > 0 and host.orders is not None:
+        # Redis forgot units of this buyer that the host holds: it forgot
+        # their tickets too (an expired ticket alone leaves the units counted).
+        missing = sorted(
+            (token, qty)
+            for token, (owner, qty) in host.orders.items()
+            if owner == user and token not in snap.tickets
+        )
+    if delta == 0 and not stale and not missing:
         return None
-    return UserDrift(user, held, pending, confirmed, units, delta, tuple(stale))
+    return UserDrift(
+        user,
+        held,
+        pending,
+        confirmed,
+        units,
+        delta,
+        tuple(stale),
+        tuple(f"{sale_id}~{token}" for token, _ in missing),
+        tuple(qty for _, qty in missing),
+    )
 
 
 class Reconciler:
     """Runs reconciliation for one app (see the module docstring)."""
 
-    def __init__(self, client: Any, keys: Any, fix_script: Any, lock_script: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keys: Any,
+        fix_script: Any,
+        lock_script: Any,
+        *,
+        ticket_ttl: int = 7 * 24 * 3600,
+    ) -> None:
         self.client = client
         self.keys = keys
+        #: TTL (s) of the tickets a repair restores (``FLASHSALE_TICKET_TTL``).
+        self.ticket_ttl = ticket_ttl
         self._fix = fix_script
         self._lock_script = lock_script
 
@@ -240,11 +336,11 @@ class Reconciler:
         before = _snapshot(self.client, base)
         if before is None:
             raise SaleNotFound(f"no sale {sale_id!r}")
-        host = {str(u): int(n) for u, n in source(sale_id).items() if int(n)}
+        host = _host(sale_id, source(sale_id))
         after = _snapshot(self.client, base)
         if after is None:
             raise SaleNotFound(f"sale {sale_id!r} was deleted during reconciliation")
-        users = set(after.held) | set(host) | {t.user for t in after.tickets.values()}
+        users = set(after.held) | set(host.units) | {t.user for t in after.tickets.values()}
         in_flight = sorted(
             u
             for u in users | set(before.held)
@@ -270,24 +366,36 @@ class Reconciler:
 
     def _repair(self, found: SaleReconciliation, lock: FencedLock) -> SaleReconciliation:
         base = self.keys.sale_base(found.sale_id)
-        tickets = [
-            base + "t:" + ticket.split("~", 1)[1] for d in found.users for ticket in d.stale_tickets
-        ]
+        stale = [base + "t:" + t.split("~", 1)[1] for d in found.users for t in d.stale_tickets]
+        missing = [base + "t:" + t.split("~", 1)[1] for d in found.users for t in d.missing_tickets]
         pairs: list[Any] = []
         for d in found.users:
             if d.delta:
                 pairs += [d.user_id, d.delta]
+        restored: list[Any] = []
+        for d in found.users:
+            for qty in d.missing_units:
+                restored += [d.user_id, qty]
         try:
-            remaining, oversold = self._fix(
-                keys=[base + "sale", base + "users", lock.key, *tickets],
-                args=[lock.holder, found.remaining_delta, STALE_REASON, *pairs],
+            outcome, remaining, oversold = self._fix(
+                keys=[base + "sale", base + "users", lock.key, *stale, *missing],
+                args=[
+                    lock.holder,
+                    found.remaining_delta,
+                    STALE_REASON,
+                    len(stale),
+                    self.ticket_ttl,
+                    len(pairs) // 2,
+                    *pairs,
+                    *restored,
+                ],
             )
         except ResponseError as exc:
             if "LOCKLOST" in str(exc):
                 detail = f"the lock of sale {found.sale_id!r} expired during the repair"
                 raise LockLost(detail) from None
             raise
-        if int(remaining) < 0:
+        if outcome == "gone":
             note = "the sale was deleted before the repair; nothing done"
             return replace(found, notes=(*found.notes, note))
         return replace(found, fixed=True, remaining_after=int(remaining), oversold=int(oversold))

@@ -2,14 +2,15 @@
 -- KEYS[1] sale hash
 -- ARGV[1] stock  ARGV[2] price ('' = none)  ARGV[3] starts ms ('' = none)
 -- ARGV[4] ends ms ('' = none)  ARGV[5] per-user limit  ARGV[6] info JSON
--- Replacing keeps what was already sold: remaining = max(stock - sold, 0).
+-- Replacing keeps what buyers hold: remaining = stock - (old stock - old
+-- remaining). It goes below zero when the new stock is smaller than what is
+-- held; no order is admitted then until enough units come back (the API shows 0).
 -- Reply: remaining after the change.
 local old = redis.call('HMGET', KEYS[1], 'stock', 'remaining')
 local stock = tonumber(ARGV[1])
 local remaining = stock
 if old[1] then
-  local sold = tonumber(old[1]) - tonumber(old[2])
-  remaining = math.max(stock - sold, 0)
+  remaining = stock - (tonumber(old[1]) - tonumber(old[2]))
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'stock', stock, 'remaining', remaining, 'limit', ARGV[5],

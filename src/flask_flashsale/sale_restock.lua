@@ -1,10 +1,14 @@
 -- Add (or, with a negative quantity, withdraw) units, atomically with admissions.
 -- KEYS[1] sale hash   ARGV[1] quantity
--- Reply: remaining after the change; -1 if the sale does not exist; -2 if a
--- withdrawal would take remaining below zero (nothing is changed then).
-local remaining = redis.call('HGET', KEYS[1], 'remaining')
-if not remaining then return -1 end
+-- A withdrawal may take more than remains (units buyers hold are not taken
+-- from them): remaining then goes below zero and no order is admitted until
+-- enough units come back. Only the stock itself may not go below zero.
+-- Reply: {'ok', remaining after the change}; {'not_found', 0} if the sale does
+-- not exist; {'negative_stock', stock} if the stock would go below zero
+-- (nothing is changed then).
+local sale = redis.call('HMGET', KEYS[1], 'stock', 'remaining')
+if not sale[2] then return {'not_found', 0} end
 local q = tonumber(ARGV[1])
-if tonumber(remaining) + q < 0 then return -2 end
+if tonumber(sale[1]) + q < 0 then return {'negative_stock', tonumber(sale[1])} end
 redis.call('HINCRBY', KEYS[1], 'stock', q)
-return redis.call('HINCRBY', KEYS[1], 'remaining', q)
+return {'ok', redis.call('HINCRBY', KEYS[1], 'remaining', q)}

@@ -14,7 +14,11 @@ from .views import RESERVED_SALE_IDS
 
 
 def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
-    """Build a :class:`Sale` from the fields of its Redis hash (``None`` if empty)."""
+    """Build a :class:`Sale` from the fields of its Redis hash (``None`` if empty).
+
+    The hash keeps ``remaining = stock - units held``, below zero after an admin
+    cut the stock under what buyers hold; the :class:`Sale` shows 0 then.
+    """
     if not data or "remaining" not in data:
         return None
     price = data.get("price")
@@ -23,7 +27,7 @@ def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
     return Sale(
         id=sale_id,
         stock=int(data["stock"]),
-        remaining=int(data["remaining"]),
+        remaining=max(int(data["remaining"]), 0),
         price=Decimal(price) if price else None,
         starts_at=from_millis(int(starts)) if starts else None,
         ends_at=from_millis(int(ends)) if ends else None,
@@ -132,16 +136,21 @@ class SaleStore:
         return [s for s in sales if s is not None]
 
     def restock(self, sale_id: str, quantity: int) -> int:
-        """Add units (negative: withdraw unsold ones); return ``remaining``."""
+        """Add units (negative: withdraw some); return ``remaining`` as shown (>= 0).
+
+        A withdrawal may take more units than remain, never more than the
+        stock: units buyers hold stay theirs, and ``remaining`` shows 0 until
+        enough of them come back (see :func:`sale_from_hash`).
+        """
         check_sale_id(sale_id)
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             raise ValueError(f"quantity must be an int, got {quantity!r}")
-        result = int(self._restock(keys=[self.keys.sale(sale_id)], args=[quantity]))
-        if result == -1:
+        outcome, value = self._restock(keys=[self.keys.sale(sale_id)], args=[quantity])
+        if outcome == "not_found":
             raise SaleNotFound(f"no sale {sale_id!r}")
-        if result == -2:
-            raise ValueError(f"cannot withdraw {-quantity} units: fewer remain")
-        return result
+        if outcome == "negative_stock":
+            raise ValueError(f"cannot withdraw {-quantity} units: the stock is {int(value)}")
+        return max(int(value), 0)
 
     def delete(self, sale_id: str) -> bool:
         """Delete the sale's definition, counts, queue, buckets and buyers' ticket

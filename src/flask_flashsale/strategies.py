@@ -144,7 +144,9 @@ class _WatchedAdmission:
         )
         if raw_remaining is None:
             return Admission(status="not_found")
-        remaining = int(raw_remaining)
+        # Below 0 after an admin cut the stock under what buyers hold: shown as
+        # 0, and refused like 0 (quantity >= 1).
+        remaining = max(int(raw_remaining), 0)
         known_quantity = pipe.hget(k.ticket, "q")
         if known_quantity is not None:
             if int(known_quantity) != quantity:
