@@ -2,7 +2,7 @@
 --
 -- KEYS[1] sale hash      KEYS[2] users hash     KEYS[3] ticket hash
 -- KEYS[4] orders stream  KEYS[5] per-user bucket KEYS[6] per-sale bucket
--- KEYS[7] the buyer's ticket list (tokens, oldest first)
+-- KEYS[7] buyers hash (user id -> the buyer's ticket tokens, space-separated, oldest first)
 -- ARGV[1] user id        ARGV[2] quantity        ARGV[3] ticket id
 -- ARGV[4] ticket ttl (s)
 -- ARGV[5] per-user interval ms (0 = off)  ARGV[6] per-user burst
@@ -22,7 +22,8 @@
 -- whose answer was lost finds the ticket), keeps only its last
 -- limit + ARGV[10] entries (a buyer holds at most `limit` live tickets, so a
 -- live one is dropped only after more than ARGV[10] newer ones were given
--- back), and gives the list the ticket TTL.
+-- back). The list is a field of the sale's buyers hash (no key and no TTL
+-- per buyer: ~100 bytes a buyer), deleted with the sale.
 
 local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
 if not sale[1] then return {'not_found', '', -1, 0} end
@@ -70,9 +71,12 @@ redis.call('HSET', KEYS[3], 'u', ARGV[1], 'q', qty, 's', 'queued', 'a', now)
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 redis.call('XADD', KEYS[4], '*', 't', ARGV[3], 'u', ARGV[1], 'q', qty,
            'p', sale[5] or '', 'a', now)
-redis.call('RPUSH', KEYS[7], ARGV[3]:match('~(.*)$'))
-redis.call('LTRIM', KEYS[7], -(limit + tonumber(ARGV[10])), -1)
-redis.call('EXPIRE', KEYS[7], tonumber(ARGV[4]))
+local tokens = redis.call('HGET', KEYS[7], ARGV[1])
+local token = ARGV[3]:match('~(.*)$')
+tokens = tokens and (tokens .. ' ' .. token) or token
+local width = (limit + tonumber(ARGV[10])) * (#token + 1) - 1
+if #tokens > width then tokens = string.sub(tokens, -width) end
+redis.call('HSET', KEYS[7], ARGV[1], tokens)
 if remaining == 0 and ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], 'sold_out ' .. ARGV[3]:match('^(.*)~'))
 end

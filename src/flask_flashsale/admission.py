@@ -25,6 +25,18 @@ _OFF = ("0", "0")
 BUYER_INDEX_SLACK = 20
 
 
+def buyer_tokens(current: str | None, token: str, keep: int) -> str:
+    """The buyer's token list after appending ``token``: at most ``keep`` tokens.
+
+    The list is space-separated fixed-size tokens, oldest first; this is the
+    Python twin of the append in ``admission.lua`` (used by the optimistic and
+    lock strategies).
+    """
+    tokens = f"{current} {token}" if current else token
+    width = keep * (len(token) + 1) - 1
+    return tokens[-width:] if len(tokens) > width else tokens
+
+
 def new_ticket_token() -> str:
     """A fresh unguessable ticket token: 128 random bits, 22 url-safe characters."""
     return secrets.token_urlsafe(16)
@@ -87,7 +99,7 @@ class LuaStrategy:
                 base + "orders",
                 base + "rl:u:" + user_id,
                 base + "rl:sale",
-                self.keys.buyer_tickets(sale_id, user_id),
+                base + "buyers",
             ],
             args=[
                 user_id,

@@ -364,7 +364,8 @@ class FlashSale:
         For a buyer whose answer was lost (a timeout, a ``503`` after Redis took
         the order): the admitted order is here, whatever its status. Served by
         ``GET <prefix>/<sale_id>/orders``. Each admission records its ticket in
-        the buyer's list in the same round trip; the list keeps the buyer's last
+        the buyer's list (a field of the sale's ``buyers`` hash) in the same round
+        trip; the list keeps the buyer's last
         ``per_user_limit + 20`` tickets
         (:data:`~flask_flashsale.admission.BUYER_INDEX_SLACK`), so a live ticket
         drops out only after more than 20 newer ones were given back. Two round
@@ -374,8 +375,9 @@ class FlashSale:
         uid = str(user_id)
         state = self.state()
         keys = state.keys
-        tokens: list[str] = state.client.lrange(keys.buyer_tickets(sale_id, uid), 0, -1)
-        tokens = list(dict.fromkeys(tokens))  # a re-admitted expired key appears twice
+        listed: str | None = state.client.hget(keys.buyers(sale_id), uid)
+        # A re-admitted expired key appears twice.
+        tokens = list(dict.fromkeys(listed.split())) if listed else []
         if not tokens:
             return []
         pipe = state.client.pipeline(transaction=False)

@@ -166,8 +166,8 @@ class SaleStore:
         doomed += [k.sale_base(sale_id) + "lock", k.sale_base(sale_id) + "fence"]
         doomed.append(k.retry(sale_id))
         doomed.append(k.attempts(sale_id))
+        doomed.append(k.buyers(sale_id))
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
-        doomed += list(self.client.scan_iter(match=k.buyer_tickets_match(sale_id), count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)
         return removed > 0

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from redis.exceptions import WatchError
 
-from .admission import BUYER_INDEX_SLACK
+from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
 from .lock import FencedLock
 from .models import Admission
@@ -93,7 +93,7 @@ class _SaleKeys(NamedTuple):
     users: str
     ticket: str
     orders: str
-    buyer_tickets: str
+    buyers: str
     token: str
 
 
@@ -105,6 +105,8 @@ class _Plan:
     now_ms: int
     price: str
     limit: int
+    #: The buyer's ticket tokens after this admission.
+    tokens: str
 
 
 class _WatchedAdmission:
@@ -131,7 +133,7 @@ class _WatchedAdmission:
             base + "users",
             base + "t:" + token,
             base + "orders",
-            self.keys.buyer_tickets(sale_id, user_id),
+            base + "buyers",
             token,
         )
 
@@ -164,8 +166,15 @@ class _WatchedAdmission:
             return Admission(status="limit_reached", remaining=remaining)
         if remaining < quantity:
             return Admission(status="sold_out", remaining=remaining)
+        tokens = buyer_tokens(
+            pipe.hget(k.buyers, user_id), k.token, int(limit) + BUYER_INDEX_SLACK
+        )
         return _Plan(
-            remaining=remaining - quantity, now_ms=now, price=price or "", limit=int(limit)
+            remaining=remaining - quantity,
+            now_ms=now,
+            price=price or "",
+            limit=int(limit),
+            tokens=tokens,
         )
 
     def write(
@@ -188,9 +197,7 @@ class _WatchedAdmission:
             k.orders,
             {"t": ticket_id, "u": user_id, "q": quantity, "p": plan.price, "a": plan.now_ms},
         )
-        pipe.rpush(k.buyer_tickets, k.token)
-        pipe.ltrim(k.buyer_tickets, -(plan.limit + BUYER_INDEX_SLACK), -1)
-        pipe.expire(k.buyer_tickets, self.ticket_ttl)
+        pipe.hset(k.buyers, user_id, plan.tokens)
         if plan.remaining == 0 and self.events_channel:
             pipe.publish(self.events_channel, f"sold_out {sale_id}")
         remaining = int(pipe.execute()[0])
