@@ -7,13 +7,22 @@ in the right column). The last test runs one real scenario end to end.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.chaos_check import Calls, State, TicketState, Verdict, check
 
+from .redis_server import require_redis_binary
+
+ROOT = Path(__file__).resolve().parent.parent
 SETTLED = "each ticket settled once"
 
 
@@ -174,3 +183,29 @@ def test_a_500_fails_the_run_but_a_503_backend_unavailable_does_not() -> None:
     assert failed(check(history, state)) == []
     history.append(answer("frank", 500, code="internal_error"))
     assert failed(check(history, state)) == ["no 5xx but 503"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not require_redis_binary() or shutil.which("gunicorn") is None,
+                    reason="redis-server and gunicorn are needed")
+def test_the_chaos_baseline_runs_end_to_end_and_holds(tmp_path: Path) -> None:
+    """Smoke run of the harness: one scenario, small, SQLite, every answer recorded and checked."""
+    out = tmp_path / "chaos.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "chaos", "--scenarios", "baseline", "--sqlite",
+         "--stock", "50", "--attempts", "600", "--buyers", "300", "--threads", "4",
+         "--drain-timeout", "30", "--max-crowd-seconds", "30",
+         "--history-dir", str(tmp_path / "history"), "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["host_db"].startswith("sqlite")
+    (baseline,) = result["scenarios"]
+    counts = baseline["verdict"]["counts"]
+    recorded = sum(len(p.read_text().splitlines())
+                   for p in (tmp_path / "history").glob("baseline.*.jsonl"))
+    assert counts["attempts"] == recorded >= 600
+    assert counts["confirmed"] == counts["admitted"] > 0
+    assert counts["host_units"] == 50
+    assert baseline["verdict"]["ok"], baseline["verdict"]
