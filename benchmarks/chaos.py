@@ -282,7 +282,7 @@ def host_db(args: argparse.Namespace, tmp: Path, table_prefix: str) -> tuple[Hos
             db.create()
             return db, "postgresql"
         except Exception as exc:  # ImportError, OperationalError: say why and fall back
-            why = f"PostgreSQL unavailable: {type(exc).__name__}: {str(exc).strip()[:120]}"
+            why = f"PostgreSQL unavailable: {type(exc).__name__}: {' '.join(str(exc).split())}"
     db = HostDB(f"sqlite:{tmp / 'host.sqlite3'}", table_prefix)
     db.create()
     return db, f"sqlite (WAL; {why})"
@@ -391,6 +391,8 @@ def run_scenario(name: str, args: argparse.Namespace, db: HostDB, db_spec: str,
     scenario = SCENARIOS[name]
     sale_id = f"chaos-{name}"
     result: dict[str, Any] = {"scenario": name, "what": scenario.what}
+    for old in [*out_dir.glob(f"{name}.*.jsonl"), *out_dir.glob(f"{name}.*.log")]:
+        old.unlink()  # a previous run's, in a reused --history-dir
     with Processes() as procs:
         redis = Redis(procs, aof=True)
         env = common.env_for_children(
@@ -460,6 +462,17 @@ def run_scenario(name: str, args: argparse.Namespace, db: HostDB, db_spec: str,
     return result
 
 
+def code_version() -> str:
+    """The checkout's commit, ``+`` if it has uncommitted changes (``?`` outside git)."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=common.ROOT, capture_output=True, text=True,
+                              check=False)
+        return done.stdout.strip() if done.returncode == 0 else "?"
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")
+    return git("rev-parse", "--short", "HEAD") + ("+" if dirty not in ("", "?") else "")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every chosen scenario; return the JSON-ready result."""
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
@@ -481,8 +494,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis": "--appendonly yes --appendfsync everysec",
         },
         "history_dir": str(out_dir),
+        "code": code_version(),
         "scenarios": [],
     }
+    print(f"histories and logs go to {out_dir}", flush=True)
     nonce = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="flashsale-chaos-db-") as tmp:
         db, kind = host_db(args, Path(tmp), f"chaos_{nonce}")
@@ -541,6 +556,6 @@ def report(result: dict[str, Any]) -> str:
                  f"{st['buyers']:,} buyers (limit {st['per_user_limit']}, 40% with an "
                  f"Idempotency-Key, retried after 503/no answer); {st['web']}; {st['workers']} "
                  f"queue workers under a supervisor; Redis {st['redis']}; host DB: "
-                 f"{result['host_db']}; faults at {st['trigger']:.0%} of the stock sold")
-    lines.append(f"histories and logs: {result['history_dir']}")
+                 f"{result['host_db']}; faults at {st['trigger']:.0%} of the stock sold; "
+                 f"code at commit {result['code']}")
     return "\n".join(lines)
