@@ -469,7 +469,7 @@ def code_version() -> str:
                               check=False)
         return done.stdout.strip() if done.returncode == 0 else "?"
 
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks/*.py")
     return git("rev-parse", "--short", "HEAD") + ("+" if dirty not in ("", "?") else "")
 
 
