@@ -96,24 +96,39 @@ class Processes:
 
 
 class Redis:
-    """A throwaway ``redis-server`` on a free port, bound to 127.0.0.1."""
+    """A throwaway ``redis-server`` on a free port, bound to 127.0.0.1.
 
-    def __init__(self, procs: Processes) -> None:
+    ``aof=True`` turns on the append-only file (``appendfsync everysec``) in
+    the server's own directory, so :meth:`restart` after a crash reloads it.
+    """
+
+    def __init__(self, procs: Processes, *, aof: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
         self.port = free_port()
         self.dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"flashsale-bench-redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = procs.start(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-             "--loglevel", "warning", "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self._procs = procs
+        self._argv = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+            "--dir", str(self.dir), "--daemonize", "no",
+            "--loglevel", "warning", "--protected-mode", "yes"]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         #: A plain client (``decode_responses=True``) for setup and inspection.
         self.client: Any = redis.Redis(port=self.port, decode_responses=True, socket_timeout=30)
+        self.proc: subprocess.Popen[bytes]
+        self._launch()
+
+    def restart(self) -> None:
+        """Start the server again, same port and directory (after it was killed)."""
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start ``redis-server`` and wait until it answers (its data loaded)."""
+        self.proc = self._procs.start(self._argv, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -179,16 +194,19 @@ def start_gunicorn(
     strategy: str = "lua",
     log: Path | None = None,
     worker_connections: int = 1000,
+    app: str = "benchmarks.app:create_app()",
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Serve ``benchmarks.app:create_app()`` with gunicorn on a free 127.0.0.1 port.
+    """Serve ``app`` (default ``benchmarks.app:create_app()``) with gunicorn on a free port.
 
     With keep-alive, a connection stays with the worker that accepted it; pass
     ``worker_connections`` = load-generator connections / workers so that every
     worker gets its share (one worker can otherwise grab them all in a burst).
+    ``env``: more environment for the server (the app must serve ``/bare``).
     """
     port = free_port()
     argv = [
-        *python_argv(), "-m", "gunicorn", "benchmarks.app:create_app()",
+        *python_argv(), "-m", "gunicorn", app,
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--worker-class", worker_class, "--threads", str(threads),
         "--backlog", "2048", "--timeout", "60", "--graceful-timeout", "3",
@@ -198,7 +216,7 @@ def start_gunicorn(
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = procs.start(
         argv, cwd=ROOT, stdout=out, stderr=out,
-        env=env_for_children(BENCH_REDIS_URL=redis_url, BENCH_STRATEGY=strategy),
+        env=env_for_children(BENCH_REDIS_URL=redis_url, BENCH_STRATEGY=strategy, **(env or {})),
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/bare", proc)
