@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_WORKER_BATCH": 32,
     "FLASHSALE_METRICS": None,
     "FLASHSALE_METRICS_PATH": None,
+    "FLASHSALE_AUTOSCALE_LAG": 100,
+    "FLASHSALE_AUTOSCALE_UP_AFTER": 3.0,
+    "FLASHSALE_AUTOSCALE_DOWN_AFTER": 30.0,
+    "FLASHSALE_AUTOSCALE_INTERVAL": 1.0,
+    "FLASHSALE_AUTOSCALE_RESTART_BACKOFF": 1.0,
 }
 
 
@@ -84,6 +89,11 @@ class Settings:
     worker_batch: int = 32
     metrics: bool = False
     metrics_path: str | None = None
+    autoscale_lag: int = 100
+    autoscale_up_after: float = 3.0
+    autoscale_down_after: float = 30.0
+    autoscale_interval: float = 1.0
+    autoscale_restart_backoff: float = 1.0
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -160,6 +170,13 @@ def load(config: Any) -> Settings:
         worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
         metrics=_metrics_enabled(config),
         metrics_path=_metrics_path(config),
+        autoscale_lag=_number(config, "FLASHSALE_AUTOSCALE_LAG", int, 0),
+        autoscale_up_after=_number(config, "FLASHSALE_AUTOSCALE_UP_AFTER", float, 0),
+        autoscale_down_after=_number(config, "FLASHSALE_AUTOSCALE_DOWN_AFTER", float, 0),
+        autoscale_interval=_number(config, "FLASHSALE_AUTOSCALE_INTERVAL", float, 0.01),
+        autoscale_restart_backoff=_number(
+            config, "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", float, 0.01
+        ),
     )
 
 
