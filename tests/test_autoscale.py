@@ -182,7 +182,9 @@ def host(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     init_db(db)
     monkeypatch.setenv("TEST_REDIS_URL", redis_url)
     monkeypatch.setenv("HOST_DB", str(db))
-    yield Host(create_app(), tmp_path, redis_url)
+    host = Host(create_app(), tmp_path, redis_url)
+    yield host
+    host.kill_all()
 
 
 class Host:
@@ -195,6 +197,8 @@ class Host:
         self.redis_url = redis_url
         self.db = tmp_path / "host.sqlite3"
         self.tickets: list[str] = []
+        self._processes: list[WorkerProcess] = []
+        self._workers: set[int] = set()
 
     def admit(self, orders: int) -> list[str]:
         with self.app.app_context():
@@ -213,8 +217,8 @@ class Host:
             )
 
     def supervise(self, name: str, autoscale: str, **env: str) -> WorkerProcess:
-        """``flask flashsale worker --autoscale`` in a subprocess."""
-        return WorkerProcess(
+        """``flask flashsale worker --autoscale`` in a subprocess (killed at teardown)."""
+        proc = WorkerProcess(
             {
                 "TEST_REDIS_URL": self.redis_url,
                 "HOST_DB": str(self.db),
@@ -228,6 +232,22 @@ class Host:
             "--name",
             name,
         )
+        self._processes.append(proc)
+        return proc
+
+    def watch(self, pids: list[int]) -> list[int]:
+        """Remember worker pids, to kill them at teardown if a test left them running."""
+        self._workers.update(pids)
+        return pids
+
+    def kill_all(self) -> None:
+        """After a failed test: no supervisor nor worker of ours outlives it (by pid)."""
+        for proc in self._processes:
+            self._workers.update(child_pids(proc.proc.pid))
+            proc.close()
+        for pid in self._workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def supervisor(client: redis_lib.Redis, name: str) -> SupervisorInfo | None:
@@ -527,10 +547,12 @@ def test_workers_stop_by_themselves_when_their_supervisor_is_killed(
 ) -> None:
     sup = host.supervise("sup", "2,2")
     try:
-        pids = wait_until(
-            lambda: (
-                len(registered_pids(redis_client, "sup")) == 2
-                and registered_pids(redis_client, "sup")
+        pids = host.watch(
+            wait_until(
+                lambda: (
+                    len(registered_pids(redis_client, "sup")) == 2
+                    and registered_pids(redis_client, "sup")
+                )
             )
         )
         sup.signal(signal.SIGKILL)
@@ -575,6 +597,7 @@ def test_run_worker_with_autoscale_supervises_from_python(
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     finally:
+        host.watch(child_pids(proc.pid))
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
