@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     elif not args.no_save:
-        path = common.write_results(args.name, result)
+        # A module with several modes names the result of each (``result_name``).
+        name = module.result_name(args) if hasattr(module, "result_name") else args.name
+        path = common.write_results(name, result)
         # The printed table too, for the docs (docs/performance.rst includes it).
         path.with_suffix(".txt").write_text(f"$ {result['command']}\n{text}\n")
         print(f"wrote {path.relative_to(ROOT)} and {path.with_suffix('.txt').name}")

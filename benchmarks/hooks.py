@@ -1,4 +1,4 @@
-"""Order hooks for the ``worker`` benchmark: no-op, SQLite, PostgreSQL.
+"""Order hooks for the ``worker`` benchmark: no-op, sleep, SQLite, PostgreSQL.
 
 Each hook writes the order the way the docs tell a host to: one row keyed by
 ``order.id`` with "insert or ignore", committed per order, so a redelivery is
@@ -61,6 +61,14 @@ def _noop() -> Callable[[Order], None]:
     return hook
 
 
+def _sleep(seconds: float) -> Callable[[Order], None]:
+    def hook(order: Order) -> None:
+        time.sleep(seconds)  # a remote call of fixed latency that holds no lock
+        STATS.hit()
+
+    return hook
+
+
 def _sqlite(path: str) -> Callable[[Order], None]:
     local = threading.local()
 
@@ -113,15 +121,19 @@ def _postgres(conninfo: str) -> Callable[[Order], None]:
 
 
 def make_hook(spec: str) -> Callable[[Order], None]:
-    """``noop``, ``sqlite:<path>`` or ``postgres:<conninfo>`` -> an order hook."""
+    """``noop``, ``sleep:<seconds>``, ``sqlite:<path>`` or ``postgres:<conninfo>`` -> a hook."""
     kind, _, arg = spec.partition(":")
     if kind == "noop":
         return _noop()
+    if kind == "sleep":
+        return _sleep(float(arg))
     if kind == "sqlite":
         return _sqlite(arg)
     if kind == "postgres":
         return _postgres(arg)
-    raise ValueError(f"unknown hook {spec!r}: use noop, sqlite:<path> or postgres:<conninfo>")
+    raise ValueError(
+        f"unknown hook {spec!r}: use noop, sleep:<seconds>, sqlite:<path> or postgres:<conninfo>"
+    )
 
 
 def prepare_table(spec: str) -> None:

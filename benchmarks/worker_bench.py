@@ -10,6 +10,15 @@ The hooks write one row per order, keyed by ``order.id``, committed per order
 (SQLite in WAL mode; PostgreSQL at ``--pg``, ``INSERT .. ON CONFLICT DO
 NOTHING``, autocommit). Also reported: Redis bytes per order while queued and
 after the drain, and each worker's peak RSS.
+
+``--autoscale``: the time to drain ``--autoscale-orders`` orders (50,000) with a
+``--hook-ms`` (1 ms) sleeping hook, by one ``flask flashsale worker`` and by
+``flask flashsale worker --autoscale 1,<--autoscale-max>`` with the default
+``FLASHSALE_AUTOSCALE_*`` settings, one after the other in one run. The clock
+starts when the process is launched (start-up included for both) and stops
+when the sale's stream is empty (every order settled); the number of worker
+processes is sampled from the registry meanwhile. Written to
+``results/worker-autoscale.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL conninfo")
     parser.add_argument("--profile", action="store_true",
                         help="after the runs, profile one no-op worker with py-spy")
+    parser.add_argument("--autoscale", action="store_true",
+                        help="instead: drain time, one worker vs flask flashsale worker "
+                             "--autoscale 1,MAX")
+    parser.add_argument("--autoscale-orders", type=int, default=50000,
+                        help="orders to drain in --autoscale mode")
+    parser.add_argument("--autoscale-max", type=int, default=4, help="MAX of --autoscale 1,MAX")
+    parser.add_argument("--hook-ms", type=float, default=1.0,
+                        help="--autoscale mode: the hook sleeps this long per order")
 
 
 def quick(args: argparse.Namespace) -> None:
@@ -49,6 +66,12 @@ def quick(args: argparse.Namespace) -> None:
     args.rounds = 1
     args.orders = 8000
     args.db_orders = 2000
+    args.autoscale_orders = 8000
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """``worker``, or ``worker-autoscale`` for ``--autoscale``."""
+    return "worker-autoscale" if args.autoscale else "worker"
 
 
 def hook_spec(name: str, args: argparse.Namespace, tmp: Path) -> str:
@@ -160,6 +183,8 @@ def queue_state(redis: Redis, sale_id: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; return the JSON-ready result."""
+    if args.autoscale:
+        return run_autoscale(args)
     result: dict[str, Any] = {
         "benchmark": "worker",
         "machine": common.machine(),
@@ -310,8 +335,147 @@ def summarise(runs: list[dict[str, Any]], names: list[str], n: int,
     return out
 
 
+def run_autoscale(args: argparse.Namespace) -> dict[str, Any]:
+    """``--autoscale``: drain time of one worker, then of the supervisor, in one run."""
+    from flask_flashsale.config import DEFAULTS
+
+    from .app import setup_app
+
+    maximum = args.autoscale_max
+    orders = args.autoscale_orders
+    spec = f"sleep:{args.hook_ms / 1000:g}"
+    result: dict[str, Any] = {
+        "benchmark": "worker-autoscale",
+        "machine": common.machine(),
+        "settings": {
+            "orders": orders,
+            "hook": f"time.sleep({args.hook_ms:g} ms) per order",
+            "fixed": "flask flashsale worker",
+            "autoscale": f"flask flashsale worker --autoscale 1,{maximum}",
+            "config": {k: v for k, v in DEFAULTS.items()
+                       if k.startswith("FLASHSALE_AUTOSCALE_") or k == "FLASHSALE_WORKER_BATCH"},
+        },
+    }
+    runs = []
+    with Processes() as procs, tempfile.TemporaryDirectory(prefix="flashsale-bench-") as tmp:
+        redis = Redis(procs)
+        try:
+            result["machine"]["redis"] = redis.version()
+            for mode, autoscale in (("fixed", None), ("autoscale", f"1,{maximum}")):
+                sale_id = f"as-{mode}"
+                fill(procs, redis, sale_id, orders)
+                run = drain_cli(procs, redis, sale_id, spec, autoscale, Path(tmp) / f"{mode}.log")
+                tickets = queue_state(redis, sale_id)["tickets"]
+                runs.append({"mode": mode, "orders": orders,
+                             "all_confirmed": tickets.get("confirmed", 0) == orders, **run})
+                app = setup_app(redis.url)
+                with app.app_context():
+                    app.extensions["flashsale"].ext.delete_sale(sale_id)
+        finally:
+            redis.cleanup()
+    fixed, scaled = runs
+    result["runs"] = runs
+    result["summary"] = {
+        "fixed_drain_s": fixed["drain_s"],
+        "autoscale_drain_s": scaled["drain_s"],
+        "speedup": fixed["drain_s"] / scaled["drain_s"],
+        "max_workers_seen": scaled["max_workers"],
+        "max_allowed": maximum,
+    }
+    result["loadavg_at_end"] = common.loadavg()
+    return result
+
+
+def drain_cli(procs: Processes, redis: Redis, sale_id: str, spec: str, autoscale: str | None,
+              log: Path) -> dict[str, Any]:
+    """Launch ``flask flashsale worker [--autoscale]``; time it until ``sale_id`` is drained.
+
+    Samples the orders left and the worker processes (from the registry)
+    every 50 ms, then stops the process group with SIGTERM and records the
+    exit status.
+    """
+    from flask_flashsale.keys import Keys
+    from flask_flashsale.registry import live_supervisors, live_workers
+
+    keys = Keys("flashsale")
+    stream = keys.stream(sale_id)
+    name = f"bench-{sale_id}"
+    argv = [*common.python_argv(), "-m", "flask", "--app", "benchmarks.app:create_app",
+            "flashsale", "worker", "--name", name]
+    if autoscale:
+        argv += ["--autoscale", autoscale]
+    total = int(redis.client.xlen(stream))
+    timeline: list[tuple[float, int, int]] = []  # (seconds, orders left, worker processes)
+    first_settled: float | None = None
+    with log.open("wb") as out:
+        t0 = time.perf_counter()
+        proc = procs.start(argv, cwd=common.ROOT, stdout=out, stderr=subprocess.STDOUT,
+                           env=common.env_for_children(BENCH_REDIS_URL=redis.url,
+                                                       BENCH_HOOK=spec))
+        try:
+            while True:
+                now = time.perf_counter() - t0
+                left = int(redis.client.xlen(stream))
+                if autoscale:
+                    sup = [s for s in live_supervisors(redis.client, keys) if s.name == name]
+                    workers = len(sup[0].children) if sup else 0
+                else:
+                    workers = len(live_workers(redis.client, keys))
+                if not timeline or timeline[-1][2] != workers or left == 0:
+                    timeline.append((round(now, 2), left, workers))
+                if first_settled is None and left < total:
+                    first_settled = now
+                if left == 0:
+                    break
+                if proc.poll() is not None:
+                    raise SystemExit(f"the worker exited {proc.returncode}: see {log}")
+                if now > 900:
+                    raise SystemExit(f"not drained after 900 s: {left} orders left")
+                time.sleep(0.05)
+        finally:
+            code = procs.stop(proc)  # SIGTERM to the process group, as a terminal's Ctrl-C
+    text = log.read_text(errors="replace")
+    return {
+        "drain_s": now,
+        "first_settled_s": first_settled,
+        "orders_per_s": total / now,
+        "max_workers": max(w for _, _, w in timeline),
+        "workers_timeline": timeline,
+        "decisions": [line.split("supervisor ", 1)[1] for line in text.splitlines()
+                      if " scaling " in line],
+        "exit_code": code,
+    }
+
+
+def report_autoscale(result: dict[str, Any]) -> str:
+    """The table printed at the end of ``--autoscale``."""
+    rows = []
+    fixed_s = result["summary"]["fixed_drain_s"]
+    for r in result["runs"]:
+        label = result["settings"][r["mode"]].replace("flask flashsale ", "")
+        rows.append([label, r["orders"], r["drain_s"], r["orders_per_s"], r["max_workers"],
+                     f"{fixed_s / r['drain_s']:.2f}x", "yes" if r["all_confirmed"] else "NO",
+                     r["exit_code"]])
+    lines = [table(["mode", "orders", "drain s", "orders/s", "peak workers", "vs 1 worker",
+                    "all confirmed", "exit"], rows)]
+    scaled = result["runs"][-1]
+    steps = ", ".join(f"{w} at {t:.1f}s" for t, _, w in scaled["workers_timeline"])
+    lines.append(f"autoscale: worker processes {steps}")
+    lines += [f"  {d}" for d in scaled["decisions"]]
+    config = ", ".join(f"{k.removeprefix('FLASHSALE_')}={v:g}"
+                       for k, v in result["settings"]["config"].items())
+    lines.append(f"hook: {result['settings']['hook']}; the clock runs from process launch to "
+                 f"an empty stream")
+    lines.append(f"settings (defaults): {config}")
+    lines.append(f"{result['machine']['cores']} cores; load average at start "
+                 f"{result['machine']['loadavg_at_start']}, at end {result['loadavg_at_end']}")
+    return "\n".join(lines)
+
+
 def report(result: dict[str, Any]) -> str:
     """The compact table printed at the end."""
+    if result["benchmark"] == "worker-autoscale":
+        return report_autoscale(result)
     rows = []
     notes = []
     for name, entry in result["summary"].items():

@@ -61,7 +61,9 @@ def create_app() -> Flask:
     first delivery, after committing its row when ``STUCK_AFTER_COMMIT=1``,
     else inside the still-open transaction. ``POISON_USER`` makes the hook kill
     its process (``os._exit(17)``) on every order of that buyer, before writing
-    it; ``MAX_ATTEMPTS`` sets ``FLASHSALE_MAX_ATTEMPTS``.
+    it; ``MAX_ATTEMPTS`` sets ``FLASHSALE_MAX_ATTEMPTS``. ``HOOK_SECONDS`` makes
+    every hook call that slow. ``HOSTCFG_<KEY>`` sets config ``<KEY>`` (JSON
+    values), e.g. ``HOSTCFG_FLASHSALE_AUTOSCALE_LAG=2``.
     """
     app = Flask("worker-host")
     app.config.update(
@@ -73,11 +75,13 @@ def create_app() -> Flask:
         FLASHSALE_WORKER_BATCH=int(os.environ.get("WORKER_BATCH", "32")),
         FLASHSALE_MAX_ATTEMPTS=int(os.environ.get("MAX_ATTEMPTS", "5")),
     )
+    app.config.from_prefixed_env("HOSTCFG")
     flashsale = FlashSale(app)
     db_path = os.environ["HOST_DB"]
     stuck = os.environ.get("STUCK_ORDER")
     after_commit = os.environ.get("STUCK_AFTER_COMMIT") == "1"
     poison = os.environ.get("POISON_USER")
+    slow = float(os.environ.get("HOOK_SECONDS", "0"))
 
     def get_stuck(order: Order) -> None:
         Path(os.environ["STUCK_MARKER"]).write_text(str(os.getpid()))
@@ -93,6 +97,8 @@ def create_app() -> Flask:
                 )
             if order.user_id == poison:
                 os._exit(17)  # a segfault or an OOM kill, on this order every time
+            if slow:
+                time.sleep(slow)
             db.execute(
                 "INSERT OR IGNORE INTO orders VALUES (?, ?, ?)",
                 (order.id, order.user_id, order.quantity),

@@ -10,10 +10,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .autoscale import MAX_WORKERS
 from .errors import ConfigurationError, FlashSaleError, SaleNotFound
 from .extension import FlashSale
 from .keys import check_sale_id
-from .registry import live_workers
+from .registry import WorkerInfo, live_supervisors, live_workers
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
 
@@ -104,6 +105,21 @@ def reconcile_command(sale_id: str | None, fix: bool) -> None:
         raise SystemExit(1)
 
 
+def _autoscale_range(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    """``--autoscale MIN,MAX`` -> ``(MIN, MAX)``."""
+    if value is None:
+        return None
+    try:
+        low, high = (int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,MAX such as 1,4; got {value!r}") from None
+    if not 1 <= low <= high <= MAX_WORKERS:
+        raise click.BadParameter(f"MIN,MAX needs 1 <= MIN <= MAX <= {MAX_WORKERS}; got {value!r}")
+    return low, high
+
+
 @flashsale_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Process what is queued, then exit.")
 @click.option(
@@ -114,13 +130,28 @@ def reconcile_command(sale_id: str | None, fix: bool) -> None:
     help="Consumer threads in this process.",
 )
 @click.option("--name", default=None, help="Worker name, unique among live workers.")
-def worker_command(burst: bool, concurrency: int, name: str | None) -> None:
+@click.option(
+    "--autoscale",
+    default=None,
+    metavar="MIN,MAX",
+    callback=_autoscale_range,
+    help="Run MIN to MAX worker processes under this one, scaled on queue lag.",
+)
+def worker_command(
+    burst: bool, concurrency: int, name: str | None, autoscale: tuple[int, int] | None
+) -> None:
     """Hand admitted orders to the app's order handler.
 
     Runs until SIGTERM/SIGINT: the order in hand is finished, then the worker
     exits 0 (a second signal stops at once). With --burst it exits once every
-    sale's queue is empty.
+    sale's queue is empty. With --autoscale MIN,MAX this process supervises
+    MIN to MAX worker processes (--name and --concurrency apply to them) and
+    forwards the signals to them.
     """
+    if autoscale is not None and burst:
+        raise click.UsageError(
+            "--autoscale and --burst do not mix: a supervisor runs until stopped"
+        )
     logger = logging.getLogger("flask_flashsale")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
@@ -128,7 +159,7 @@ def worker_command(burst: bool, concurrency: int, name: str | None) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        _ext().run_worker(burst=burst, concurrency=concurrency, name=name)
+        _ext().run_worker(burst=burst, concurrency=concurrency, name=name, autoscale=autoscale)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     except ConfigurationError as exc:
@@ -142,7 +173,8 @@ def status_command(as_json: bool) -> None:
     state = FlashSale.state(current_app)
     sales = {s.id: s for s in state.sales.list()}
     queues = state.orders.stats(sorted(sales))
-    workers = live_workers(state.client, state.keys)
+    supervisors = live_supervisors(state.client, state.keys)
+    workers = live_workers(state.client, state.keys, supervisors)
     if as_json:
         doc = {
             "sales": [
@@ -154,6 +186,7 @@ def status_command(as_json: bool) -> None:
                 for q in queues
             ],
             "workers": [w.to_dict() for w in workers],
+            "supervisors": [s.to_dict() for s in supervisors],
         }
         click.echo(json.dumps(doc))
         return
@@ -168,12 +201,27 @@ def status_command(as_json: bool) -> None:
             f"{q.sale_id:<24} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
-    click.echo(f"\n{len(workers)} live worker(s)")
-    for w in workers:
+    also = f", {len(supervisors)} supervisor(s)" if supervisors else ""
+    click.echo(f"\n{len(workers)} live worker(s){also}")
+    for s in supervisors:
+        lag = "?" if s.lag is None else s.lag
         click.echo(
-            f"  {w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
-            f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
+            f"  {s.name}  supervisor host={s.host} pid={s.pid}"
+            f" workers={len(s.children)} (min {s.minimum}, max {s.maximum}) lag={lag} {s.state}"
         )
+        for w in workers:
+            if w.parent == s.name:
+                click.echo(f"    {_worker_line(w)}")
+    for w in workers:
+        if w.parent is None:
+            click.echo(f"  {_worker_line(w)}")
+
+
+def _worker_line(w: WorkerInfo) -> str:
+    return (
+        f"{w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
+        f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
+    )
 
 
 #: Dead letters read per round trip while ``dead-letters`` pages through a stream.

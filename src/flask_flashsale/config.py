@@ -47,6 +47,11 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_METRICS": None,
     "FLASHSALE_METRICS_PATH": None,
     "FLASHSALE_ALLOWED_ORIGINS": (),
+    "FLASHSALE_AUTOSCALE_LAG": 100,
+    "FLASHSALE_AUTOSCALE_UP_AFTER": 3.0,
+    "FLASHSALE_AUTOSCALE_DOWN_AFTER": 30.0,
+    "FLASHSALE_AUTOSCALE_INTERVAL": 1.0,
+    "FLASHSALE_AUTOSCALE_RESTART_BACKOFF": 1.0,
 }
 
 
@@ -88,6 +93,11 @@ class Settings:
     metrics_path: str | None = None
     #: Origins besides the app's own that may send unsafe requests (normalised).
     allowed_origins: frozenset[str] = frozenset()
+    autoscale_lag: int = 100
+    autoscale_up_after: float = 3.0
+    autoscale_down_after: float = 30.0
+    autoscale_interval: float = 1.0
+    autoscale_restart_backoff: float = 1.0
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -165,6 +175,13 @@ def load(config: Any) -> Settings:
         metrics=_metrics_enabled(config),
         metrics_path=_metrics_path(config),
         allowed_origins=_allowed_origins(config),
+        autoscale_lag=_number(config, "FLASHSALE_AUTOSCALE_LAG", int, 0),
+        autoscale_up_after=_number(config, "FLASHSALE_AUTOSCALE_UP_AFTER", float, 0),
+        autoscale_down_after=_number(config, "FLASHSALE_AUTOSCALE_DOWN_AFTER", float, 0),
+        autoscale_interval=_number(config, "FLASHSALE_AUTOSCALE_INTERVAL", float, 0.01),
+        autoscale_restart_backoff=_number(
+            config, "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", float, 0.01
+        ),
     )
 
 

@@ -12,6 +12,7 @@ from flask import Flask, current_app
 
 from . import config, signals
 from .admission import LuaStrategy, check_order, ticket_token
+from .autoscale import Supervisor
 from .breaker import breaker_for, guard
 from .cache import SaleCache, Subscriber, events_client
 from .connection import client_from_settings
@@ -531,7 +532,12 @@ class FlashSale:
     # -- worker ---------------------------------------------------------------
 
     def run_worker(
-        self, *, burst: bool = False, concurrency: int = 1, name: str | None = None
+        self,
+        *,
+        burst: bool = False,
+        concurrency: int = 1,
+        name: str | None = None,
+        autoscale: tuple[int, int] | None = None,
     ) -> int:
         """Process the order queue in this process; return how many orders it settled.
 
@@ -541,6 +547,17 @@ class FlashSale:
         the queue and returns; otherwise it runs until SIGTERM/SIGINT (the order
         in hand is finished first; a second signal stops at once).
         ``concurrency`` consumer threads share the work. See :doc:`worker`.
+
+        ``autoscale=(MIN, MAX)`` makes this process a supervisor instead
+        (:class:`~flask_flashsale.autoscale.Supervisor`): it runs between MIN
+        and MAX worker processes, named after ``name``, scaled on the queue
+        lag (``FLASHSALE_AUTOSCALE_*``), and returns the orders they settled
+        once stopped. Not with ``burst``, nor under ``memory://``.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if autoscale is not None:
+            if burst:
+                raise ValueError("autoscale and burst do not mix: a supervisor runs until stopped")
+            minimum, maximum = autoscale
+            return Supervisor(app, minimum, maximum, name=name, concurrency=concurrency).run()
         return Worker(app, name=name, burst=burst, concurrency=concurrency).run()

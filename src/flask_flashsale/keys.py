@@ -16,6 +16,8 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
+    <prefix>:supervisors              set of autoscaling supervisors' names (``--autoscale``)
+    <prefix>:supervisor:<name>        hash: one supervisor's heartbeat, with its workers
 """
 
 from __future__ import annotations
@@ -113,6 +115,14 @@ class Keys:
     def worker(self, name: str) -> str:
         """Heartbeat hash of one worker."""
         return f"{self.prefix}:worker:{name}"
+
+    def supervisors(self) -> str:
+        """Set of registered autoscaling supervisors' names."""
+        return f"{self.prefix}:supervisors"
+
+    def supervisor(self, name: str) -> str:
+        """Heartbeat hash of one autoscaling supervisor."""
+        return f"{self.prefix}:supervisor:{name}"
 
     def bucket(self, sale_id: str, name: str) -> str:
         """Token bucket inside the sale's slot (admission throttles)."""
