@@ -284,7 +284,7 @@ def report(result: dict[str, Any]) -> str:
                  f"queued ({result['queued_at_release']:,} orders in the stream), "
                  f"{result['redis_bytes_per_order_after_drain']:.0f} B after draining "
                  f"({result['tickets_left']:,} tickets kept until FLASHSALE_TICKET_TTL, "
-                 f"7 days by default, plus each buyer's entry in the users hash)")
+                 f"7 days by default, plus each buyer's entries in the users and buyers hashes)")
     lines.append(f"verdict: flat = RSS after warm-up (10%) grows < "
                  f"{FLAT_BYTES_PER_ORDER:g} B/order (least squares) or < {FLAT_KIB} KiB in all")
     lines.append(f"{result['settings']['admitting']}; worker: {result['settings']['worker']}")
