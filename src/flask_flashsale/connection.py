@@ -17,6 +17,10 @@ from .errors import ConfigurationError
 
 Factory = Callable[[str, Settings], Any]
 
+#: What :class:`redis.BlockingConnectionPool` raises when no connection could be
+#: had in time: our own load, not a Redis outage.
+POOL_EXHAUSTED = "No connection available."
+
 
 def _redis(url: str, settings: Settings) -> redis.Redis:
     # A blocking pool: under a spike, requests queue briefly for a connection
