@@ -355,6 +355,42 @@ def test_guarded_calls_are_not_serialized(make_app: MakeApp, redis_client: redis
     assert len(results) == 4
 
 
+def test_a_call_waiting_for_a_connection_is_refused_if_the_breaker_opened_meanwhile(
+    make_app: MakeApp,
+) -> None:
+    """It would otherwise send its command to the Redis that made the breaker open."""
+    app, _ = make_app(
+        FLASHSALE_REDIS_POOL_SIZE=1,
+        FLASHSALE_REDIS_POOL_TIMEOUT=5,
+        FLASHSALE_REDIS_SOCKET_TIMEOUT=5,
+    )
+    state = FlashSale.state(app)
+    breaker = state.breaker
+    assert breaker is not None
+    pool = state.client.connection_pool
+    held = pool.get_connection()  # the only connection
+    answers: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            app.test_client().get(f"{PREFIX}/orders/tee~" + "A" * 22, headers={"X-User": "a"})
+        )
+    )
+    waiter.start()
+    try:
+        time.sleep(0.2)  # the waiter is now waiting for the connection
+        for _ in range(breaker.fail_max):
+            breaker.on_error(DOWN)
+        assert breaker.state == OPEN
+        rejected = breaker.rejected
+    finally:
+        pool.release(held)
+        waiter.join(10)
+    assert answers[0].status_code == 503
+    assert answers[0].get_json(force=True)["code"] == "backend_unavailable"
+    assert answers[0].headers["Retry-After"]
+    assert breaker.rejected == rejected + 1
+
+
 def test_pipelines_and_transactions_are_guarded(make_app: MakeApp) -> None:
     app, _ = make_app()
     client = FlashSale.state(app).client

@@ -43,7 +43,7 @@ from redis.client import Pipeline
 from redis.exceptions import MaxConnectionsError, WatchError
 
 from . import signals
-from .connection import POOL_EXHAUSTED
+from .connection import POOL_EXHAUSTED, BoundedPool
 from .errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -259,7 +259,10 @@ def guard(client: Any, breaker: CircuitBreaker | None) -> Any:
     """
     if breaker is None or type(client) is not redis.Redis:
         return client
-    return GuardedRedis(breaker, connection_pool=client.connection_pool)
+    pool = client.connection_pool
+    if isinstance(pool, BoundedPool):
+        pool.breaker = breaker  # a call that waited for a connection checks it again
+    return GuardedRedis(breaker, connection_pool=pool)
 
 
 def breaker_for(app: Flask, settings: Settings) -> CircuitBreaker | None:
