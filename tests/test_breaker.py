@@ -148,6 +148,83 @@ def test_errors_that_are_not_outages_do_not_trip_it(
     assert (breaker.state, breaker.failures) == (CLOSED, 0)
 
 
+TIMED_OUT = redis_lib.TimeoutError("Timeout reading from socket")
+
+
+def test_a_timeout_lets_no_new_call_through_but_one_probe(breaker: CircuitBreaker) -> None:
+    """Redis did not answer for a whole socket timeout: the calls sent meanwhile are
+    stuck too, so the next call is a probe and the others are refused at once."""
+    breaker.before_call()
+    breaker.on_error(TIMED_OUT)
+    assert breaker.state == HALF_OPEN
+    breaker.before_call()  # the probe
+    with pytest.raises(CircuitOpen) as info:
+        breaker.before_call()
+    assert info.value.retry_after == 1.0
+    assert (breaker.rejected, breaker.opened) == (1, 0)
+
+
+def test_a_probe_answered_after_a_timeout_closes_the_breaker(breaker: CircuitBreaker) -> None:
+    breaker.on_error(TIMED_OUT)
+    breaker.before_call()
+    assert breaker.state == HALF_OPEN
+    breaker.on_success()
+    assert (breaker.state, breaker.failures) == (CLOSED, 0)
+    breaker.before_call()
+
+
+def test_a_probe_that_times_out_too_opens_the_breaker(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    breaker.on_error(TIMED_OUT)
+    breaker.before_call()
+    clock.now += 0.3
+    breaker.on_error(TIMED_OUT)
+    assert (breaker.state, breaker.opened) == (OPEN, 1)
+    with pytest.raises(CircuitOpen) as info:
+        breaker.before_call()
+    assert info.value.retry_after == pytest.approx(2.0)
+
+
+def test_a_timeout_while_watching_counts_as_a_timeout(breaker: CircuitBreaker) -> None:
+    """redis-py reports it as a WatchError (the transaction's keys may have changed)."""
+    error = redis_lib.WatchError("A TimeoutError occurred while watching one or more keys")
+    error.__context__ = TIMED_OUT  # raised while handling it, as redis-py does
+    breaker.on_error(error)
+    assert breaker.state == HALF_OPEN
+
+
+def test_a_refused_connection_still_takes_fail_max_errors(breaker: CircuitBreaker) -> None:
+    """A refused connect costs microseconds: no reason to stop calls after one."""
+    breaker.on_error(DOWN)
+    assert breaker.state == CLOSED
+    breaker.before_call()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis_lib.ConnectionError("No connection available."),
+        CircuitOpen("down", retry_after=1),
+    ],
+    ids=["pool-exhausted", "refused-by-the-breaker"],
+)
+def test_a_busy_pool_or_a_refusal_tells_nothing_about_redis(
+    breaker: CircuitBreaker, clock: FakeClock, error: Exception
+) -> None:
+    """Neither counts as an answer from Redis: they do not reset the count of
+    failures, nor close a half-open breaker."""
+    breaker.on_error(DOWN)
+    breaker.on_error(DOWN)
+    breaker.on_error(error)
+    assert (breaker.state, breaker.failures) == (CLOSED, 2)
+    breaker.on_error(DOWN)
+    clock.now += 2.0
+    breaker.before_call()  # the probe
+    breaker.on_error(error)
+    assert breaker.state == HALF_OPEN
+
+
 def test_circuit_open_is_a_503_and_a_redis_connection_error() -> None:
     error = CircuitOpen("down", retry_after=1)
     assert isinstance(error, BackendUnavailable)
@@ -276,6 +353,42 @@ def test_guarded_calls_are_not_serialized(make_app: MakeApp, redis_client: redis
         for t in threads:
             t.join(10)
     assert len(results) == 4
+
+
+def test_a_call_waiting_for_a_connection_is_refused_if_the_breaker_opened_meanwhile(
+    make_app: MakeApp,
+) -> None:
+    """It would otherwise send its command to the Redis that made the breaker open."""
+    app, _ = make_app(
+        FLASHSALE_REDIS_POOL_SIZE=1,
+        FLASHSALE_REDIS_POOL_TIMEOUT=5,
+        FLASHSALE_REDIS_SOCKET_TIMEOUT=5,
+    )
+    state = FlashSale.state(app)
+    breaker = state.breaker
+    assert breaker is not None
+    pool = state.client.connection_pool
+    held = pool.get_connection()  # the only connection
+    answers: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            app.test_client().get(f"{PREFIX}/orders/tee~" + "A" * 22, headers={"X-User": "a"})
+        )
+    )
+    waiter.start()
+    try:
+        time.sleep(0.2)  # the waiter is now waiting for the connection
+        for _ in range(breaker.fail_max):
+            breaker.on_error(DOWN)
+        assert breaker.state == OPEN
+        rejected = breaker.rejected
+    finally:
+        pool.release(held)
+        waiter.join(10)
+    assert answers[0].status_code == 503
+    assert answers[0].get_json(force=True)["code"] == "backend_unavailable"
+    assert answers[0].headers["Retry-After"]
+    assert breaker.rejected == rejected + 1
 
 
 def test_pipelines_and_transactions_are_guarded(make_app: MakeApp) -> None:

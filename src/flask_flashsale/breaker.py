@@ -7,9 +7,17 @@ backend_unavailable`` with ``Retry-After``, instead of each request waiting on
 a dead server. Then it is *half-open*: one call goes through as a probe; if
 Redis answers the breaker closes, if not it opens again.
 
+A timeout (a whole socket timeout without an answer: Redis is frozen or
+stalled) makes it half-open at once: the next call is a probe and the others
+are refused until it returns, so calls made while the first ones are stuck
+fail fast instead of each waiting its own socket timeout. A refused
+connection does not: it fails in microseconds, and a few of them before the
+breaker opens cost nothing.
+
 Only outages count: a ``ResponseError`` (a bad script, ``NOSCRIPT``, which
-redis-py handles by reloading the script) means Redis answered, and "no free
-connection in our own pool" means we are busy, not that Redis is down.
+redis-py handles by reloading the script) means Redis answered. "No free
+connection in our own pool" means we are busy, and a call refused by the
+breaker itself tells nothing new: these two leave the breaker as it is.
 
 Why not :mod:`pybreaker`: its ``CircuitBreaker.call`` holds one ``RLock``
 while the guarded function runs, so every Redis call of a threaded worker
@@ -32,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, WatchError
 
 from . import signals
+from .connection import POOL_EXHAUSTED, BoundedPool
 from .errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -51,10 +60,6 @@ OPEN = "open"
 #: One probe call is in flight; the others are refused.
 HALF_OPEN = "half-open"
 
-# What BlockingConnectionPool raises when no connection frees up within
-# FLASHSALE_REDIS_POOL_TIMEOUT: our own load, not a Redis outage.
-_POOL_EXHAUSTED = "No connection available."
-
 
 class CircuitOpen(BackendUnavailable, redis.ConnectionError):
     """Raised instead of calling Redis while the circuit breaker is open.
@@ -67,11 +72,16 @@ class CircuitOpen(BackendUnavailable, redis.ConnectionError):
     """
 
 
+def _tells_nothing(exc: BaseException) -> bool:
+    # Our own pool is busy, or the breaker itself refused: no news about Redis.
+    return isinstance(exc, (CircuitOpen, MaxConnectionsError)) or (
+        isinstance(exc, redis.ConnectionError) and str(exc) == POOL_EXHAUSTED
+    )
+
+
 def is_outage(exc: BaseException) -> bool:
     """True if ``exc`` says Redis is unreachable or too slow (what trips the breaker)."""
-    if isinstance(exc, MaxConnectionsError) or (
-        isinstance(exc, redis.ConnectionError) and str(exc) == _POOL_EXHAUSTED
-    ):
+    if _tells_nothing(exc):
         return False
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
 
@@ -149,17 +159,31 @@ class CircuitBreaker:
             self._notify(change)
 
     def on_error(self, exc: BaseException) -> None:
-        """Record a failed call: outages count, other errors mean Redis answered."""
+        """Record a failed call: outages count, a timeout makes the next call a
+        probe, errors Redis answered with count as answers, and a busy pool or
+        a refusal by the breaker change nothing."""
+        if isinstance(exc, WatchError) and is_outage(exc.__context__ or exc):
+            # redis-py turns a connection error or a timeout on a connection that
+            # is WATCHing into a WatchError; what happened is the outage.
+            exc = exc.__context__ or exc
         if not is_outage(exc):
-            self.on_success()
+            if not _tells_nothing(exc):
+                self.on_success()
             return
         with self._lock:
             self.failures += 1
             change = None
+            now = self._clock()
             if self.state is HALF_OPEN or (self.state is CLOSED and self.failures >= self.fail_max):
-                self._opened_at = self._clock()
+                self._opened_at = now
                 self.opened += 1
                 change = self._set(OPEN)
+            elif self.state is CLOSED and isinstance(exc, redis.TimeoutError):
+                # Redis did not answer for a whole socket timeout: calls sent
+                # meanwhile are stuck too. Stop sending them; the next call is
+                # a probe (its slot is free: "started" reset_timeout ago).
+                self._opened_at = self._probe_started = now - self.reset_timeout
+                change = self._set(HALF_OPEN)
         self._notify(change)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -235,7 +259,10 @@ def guard(client: Any, breaker: CircuitBreaker | None) -> Any:
     """
     if breaker is None or type(client) is not redis.Redis:
         return client
-    return GuardedRedis(breaker, connection_pool=client.connection_pool)
+    pool = client.connection_pool
+    if isinstance(pool, BoundedPool):
+        pool.breaker = breaker  # a call that waited for a connection checks it again
+    return GuardedRedis(breaker, connection_pool=pool)
 
 
 def breaker_for(app: Flask, settings: Settings) -> CircuitBreaker | None:
