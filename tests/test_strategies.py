@@ -524,3 +524,28 @@ def test_commands_sent_for_one_uncontended_admission(
         flashsale.place_order("tee", "warm-up", idempotency_key="warm")  # scripts, secret
         sent = command_counter.count(lambda: flashsale.place_order("tee", "alice"))
     assert [c.split()[0] for c in sent] == expected
+
+
+@pytest.mark.parametrize("strategy_name", ["optimistic", "lock"])
+def test_a_connection_lost_while_watching_is_an_outage_not_a_conflict(
+    make_app: MakeApp,
+    redis_client: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    strategy_name: str,
+) -> None:
+    """redis-py reports it as a WatchError; retrying would wait a second timeout."""
+    app, flashsale = make_app(FLASHSALE_INVENTORY_STRATEGY=strategy_name)
+    strategy = flashsale.state(app).strategy
+    assert isinstance(strategy, OptimisticStrategy | LockStrategy)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5)
+        _conflict_on_judge(
+            strategy,
+            monkeypatch,
+            lambda: redis_client.client_kill_filter(_type="normal", skipme=True),
+            times=1,
+        )
+        with pytest.raises(redis_lib.ConnectionError):
+            flashsale.place_order("tee", "alice")
+    assert strategy.counters["conflicts"] == 0
+    assert_nothing_admitted(redis_client)

@@ -31,6 +31,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
@@ -204,6 +206,19 @@ class _WatchedAdmission:
         return Admission(status="queued", ticket_id=ticket_id, remaining=remaining)
 
 
+def _raise_if_outage(exc: WatchError) -> None:
+    """Re-raise the connection error or timeout redis-py reported as a ``WatchError``.
+
+    redis-py turns a connection lost while watching into a ``WatchError``
+    ("retry the transaction"); for an admission that is an outage, not a
+    conflict: retrying would wait a second socket timeout, past the latency
+    bound (answer ``503`` at once instead).
+    """
+    cause = exc.__context__
+    if isinstance(cause, (RedisConnectionError, RedisTimeoutError)):
+        raise cause from exc
+
+
 class OptimisticStrategy:
     """``WATCH``/``MULTI``/``EXEC`` with bounded retries and jittered back-off.
 
@@ -254,12 +269,13 @@ class OptimisticStrategy:
                 time.sleep(random.uniform(0, cap))
             with self.client.pipeline() as pipe:
                 try:
-                    pipe.watch(k.sale, k.users, k.ticket)
+                    pipe.watch(k.sale, k.users, k.ticket, k.buyers)
                     outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
                     if isinstance(outcome, Admission):
                         return outcome
                     return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
-                except WatchError:
+                except WatchError as exc:
+                    _raise_if_outage(exc)
                     self.counters.incr("conflicts")
         self.counters.incr("busy")
         return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
@@ -372,12 +388,13 @@ class LockStrategy:
             for _ in range(LOCKED_CONFLICT_RETRIES):
                 with self.client.pipeline() as pipe:
                     try:
-                        pipe.watch(lock.key, k.sale, k.users, k.ticket)
+                        pipe.watch(lock.key, k.sale, k.users, k.ticket, k.buyers)
                         outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
                         if isinstance(outcome, Admission):
                             return outcome
                         return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
-                    except WatchError:
+                    except WatchError as exc:
+                        _raise_if_outage(exc)
                         self.counters.incr("conflicts")
                 if not lock.owned():
                     lease_lost = True

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import registry, signals
 from .errors import ConfigurationError
@@ -645,10 +647,15 @@ _BLOCKING_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _blocking_client(state: FlashSaleState, block: float) -> Any:
-    """The worker's own client: its reads block longer than the app's socket timeout."""
+    """The worker's own client: its reads block longer than the app's socket timeout.
+
+    No retries inside redis-py (recent versions retry timeouts by default): the
+    loop has its own back-off and an outage should reach it at once.
+    """
     s = state.settings
     return redis.Redis.from_url(
         s.redis_url,
+        retry=Retry(NoBackoff(), 0),
         socket_timeout=block + max(1.0, s.socket_timeout),
         socket_connect_timeout=s.connect_timeout,
         health_check_interval=s.health_check_interval,
