@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 import flask_flashsale
 from flask_flashsale import FlashSale, InvalidSaleId, SaleNotFound, errors
-from flask_flashsale.views import _GENERIC
+from flask_flashsale.views import _GENERIC, ORDER_FIELDS
 
 from .conftest import MakeApp, wait_for
 from .redis_server import RedisServer
@@ -54,6 +54,14 @@ def test_the_known_field_alone_is_still_accepted(client: Any, flashsale: FlashSa
     response = client.post(f"{PREFIX}/tee/order", data='{"quantity": 2}', headers={**ALICE, **JSON})
     assert response.status_code == 202, response.get_data(as_text=True)
     assert response.get_json()["remaining"] == 3
+
+
+def test_the_openapi_body_schema_refuses_other_members_too(client: Any) -> None:
+    doc = client.get(f"{PREFIX}/openapi.json").get_json()
+    operation = doc["paths"][f"{PREFIX}/{{sale_id}}/order"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == ORDER_FIELDS
 
 
 # -- one 404 wording -----------------------------------------------------------------

@@ -175,9 +175,9 @@ def read_quantity(max_body: int, max_quantity: int) -> int:
 def conditional(response: Response) -> Response:
     """Add an ``ETag`` and answer ``304`` to a matching ``If-None-Match``.
 
-    werkzeug's ``make_conditional`` also sets a ``Date`` header; the WSGI
-    server (werkzeug, gunicorn, waitress...) always sends its own, so ours is
-    dropped: a response carries exactly one.
+    werkzeug's ``make_conditional`` also sets a ``Date`` header, and the WSGI
+    server (werkzeug's, gunicorn...) sends its own whatever the app set, so a
+    response carried two: ours is dropped, the server's stays.
     """
     response.add_etag()
     response.make_conditional(request)
