@@ -299,7 +299,12 @@ class Subscriber:
                         self.cache.apply(message["data"])
             except Exception as exc:  # keep the thread alive whatever happens
                 if self.subscribed.is_set():
-                    logger.warning("flashsale: events subscriber lost Redis: %r", exc)
+                    logger.warning(
+                        "flashsale: events subscriber lost Redis at %s: %s: %s",
+                        client_address(self.client),
+                        type(exc).__name__,
+                        exc,
+                    )
                 self.subscribed.clear()
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
@@ -308,6 +313,16 @@ class Subscriber:
                     with contextlib.suppress(Exception):  # best effort on a dead socket
                         pubsub.close()
         self.subscribed.clear()
+
+
+def client_address(client: Any) -> str:
+    """``host:port`` (or the socket path) a redis-py client connects to, for log lines."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return "Redis"
 
 
 def events_client(client: Any, settings: Settings) -> Any:

@@ -1,22 +1,208 @@
-"""``flask flashsale ...``: the extension's CLI group (``flask.commands`` entry point)."""
+"""``flask flashsale ...``: the extension's CLI group (``flask.commands`` entry point).
+
+Every command of the group goes through one guard (:class:`FlashSaleGroup`):
+it refuses a ``memory://`` store (which lives inside one process, so a command
+would act on a store no other process sees), stops an inline worker the app
+started in the CLI process, and turns the extension's errors and Redis errors
+into one line and a documented exit code (:data:`EXIT_CODES`), never a
+traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import click
+import redis
 from flask import current_app
 from flask.cli import AppGroup
 
 from .autoscale import MAX_WORKERS
-from .errors import ConfigurationError, FlashSaleError, SaleNotFound
+from .config import redis_address
+from .errors import (
+    ConfigurationError,
+    FlashSaleError,
+    InvalidSaleId,
+    NotInitializedError,
+    SaleNotFound,
+)
 from .extension import FlashSale
 from .keys import check_sale_id
 from .registry import WorkerInfo, live_supervisors, live_workers
 
-flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
+#: The command did what it was asked.
+EXIT_OK = 0
+#: The command failed (an unknown sale, a refused change), or ``reconcile``
+#: found differences it did not fix.
+EXIT_FAILED = 1
+#: A bad option or argument (click's own exit code for usage errors).
+EXIT_USAGE = 2
+#: The app cannot be used from the command line: its ``FLASHSALE_*``
+#: configuration is invalid, an extra is missing, the extension is not
+#: initialised, or the store is ``memory://``.
+EXIT_CONFIG = 3
+#: Redis cannot be reached (refused, timed out, circuit breaker open) or failed.
+EXIT_REDIS = 4
+#: Every exit code of ``flask flashsale ...``, documented in docs/cli.rst.
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_FAILED: "the command failed, or reconcile found differences it did not fix",
+    EXIT_USAGE: "a bad option or argument",
+    EXIT_CONFIG: "the app cannot be used from the command line (configuration, memory://)",
+    EXIT_REDIS: "Redis cannot be reached or failed",
+}
+
+
+class CommandError(click.ClickException):
+    """A one-line ``Error: ...`` with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def one_line(exc: FlashSaleError | redis.RedisError, address: str | None) -> click.ClickException:
+    """The one-line CLI error for an error of the extension or of Redis.
+
+    ``address`` is where ``FLASHSALE_REDIS_URL`` points (``None`` while the app
+    is still loading; Redis's own message names the address then).
+    """
+    where = f"Redis at {address} (FLASHSALE_REDIS_URL)" if address else "Redis"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # CircuitOpen too
+        return CommandError(f"cannot reach {where}: {exc}", EXIT_REDIS)
+    if isinstance(exc, redis.RedisError):
+        return CommandError(f"{where} answered an error: {exc}", EXIT_REDIS)
+    if isinstance(exc, InvalidSaleId):
+        return CommandError(f"SALE_ID: {exc}", EXIT_USAGE)
+    if isinstance(exc, (ConfigurationError, NotInitializedError)):
+        return CommandError(str(exc), EXIT_CONFIG)
+    return CommandError(f"{exc.error_code}: {exc}", EXIT_FAILED)
+
+
+def process_local(url: str) -> bool:
+    """True if ``url`` names a store that lives inside one process (``memory://``)."""
+    return url.partition("://")[0].lower() == "memory"
+
+
+def guarded(f: Callable[..., Any], *, shared_store: bool = True) -> Callable[..., Any]:
+    """Wrap a command's callback (run inside the app context) in the group's guard.
+
+    With ``shared_store`` the command refuses ``memory://``. An inline worker
+    (:data:`FLASHSALE_INLINE_WORKER`, a web-process feature) is stopped first,
+    so a CLI process neither takes orders nor shows up in ``status``.
+    """
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        address = None
+        try:
+            state = FlashSale.state(current_app)
+            url = state.settings.redis_url
+            address = redis_address(url)
+            if shared_store and process_local(url):
+                raise CommandError(
+                    f"FLASHSALE_REDIS_URL is {url}: this command would act on a store only "
+                    "this process sees; set FLASHSALE_REDIS_URL=redis://... to use the CLI",
+                    EXIT_CONFIG,
+                )
+            if state.inline_worker is not None:
+                state.inline_worker.stop()
+                state.inline_worker = None
+            return f(*args, **kwargs)
+        except (FlashSaleError, redis.RedisError) as exc:
+            raise one_line(exc, address) from None
+
+    return command
+
+
+class FlashSaleGroup(AppGroup):
+    """The ``flashsale`` group: one guard and one error handling for every command.
+
+    ``@flashsale_cli.command(...)`` wraps the callback in :func:`guarded`
+    (pass ``shared_store=False`` for a command that may run on ``memory://``);
+    errors raised while the app loads (a bad configuration, Redis down while
+    the app module runs) become one line too.
+    """
+
+    def command(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], click.Command]:
+        """Like :meth:`AppGroup.command`, with the callback wrapped in :func:`guarded`."""
+        shared_store = kwargs.pop("shared_store", True)
+        register = super().command(*args, **kwargs)
+
+        def decorator(f: Callable[..., Any]) -> click.Command:
+            return register(guarded(f, shared_store=shared_store))
+
+        return decorator
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; an error of ours or of Redis while loading the app is one line."""
+        try:
+            return super().invoke(ctx)
+        except (FlashSaleError, redis.RedisError) as exc:
+            raise one_line(exc, None) from None
+
+
+def sale_id_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a sale id, checked before the app loads.
+
+    A bad one is a one-line usage error (exit code 2) saying why it cannot be
+    a sale id, rather than "no such sale".
+    """
+    return None if value is None else check_sale_id_or_exit(value)
+
+
+def new_sale_id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback: a sale id for ``create``, which may not be one reserved by the API."""
+    from .views import RESERVED_SALE_IDS
+
+    sale_id = check_sale_id_or_exit(value)
+    if sale_id in RESERVED_SALE_IDS:
+        raise one_line(
+            InvalidSaleId(
+                sale_id,
+                f"{sale_id!r} is reserved: it names a route of the HTTP API "
+                f"(reserved ids: {', '.join(sorted(RESERVED_SALE_IDS))})",
+            ),
+            None,
+        )
+    return sale_id
+
+
+def check_sale_id_or_exit(value: str) -> str:
+    """:func:`check_sale_id`, failing as a one-line usage error."""
+    try:
+        return check_sale_id(value)
+    except InvalidSaleId as exc:
+        raise one_line(exc, None) from None
+
+
+def json_object_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dict[str, Any] | None:
+    """Click callback: a JSON object given on the command line (``--info``)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        name = param.opts[0] if param.opts else "the value"
+        raise CommandError(
+            f'{name} must be a JSON object, e.g. \'{{"name": "Tee"}}\'; got {value!r}',
+            EXIT_USAGE,
+        )
+    return parsed
+
+
+flashsale_cli = FlashSaleGroup("flashsale", help="Run and inspect flash sales.")
 
 
 def _ext() -> FlashSale:
@@ -33,13 +219,18 @@ def _when(value: str | None) -> datetime | float | None:
 
 
 @flashsale_cli.command("create")
-@click.argument("sale_id")
+@click.argument("sale_id", callback=new_sale_id_argument)
 @click.option("--stock", type=int, required=True, help="Units offered.")
 @click.option("--price", default=None, help="Unit price, e.g. 9.99.")
 @click.option("--starts-at", default=None, help="ISO datetime with offset, or Unix seconds.")
 @click.option("--ends-at", default=None, help="ISO datetime with offset, or Unix seconds.")
 @click.option("--per-user-limit", type=int, default=1, show_default=True)
-@click.option("--info", default=None, help="JSON object of host data (name, image...).")
+@click.option(
+    "--info",
+    callback=json_object_option,
+    default=None,
+    help="JSON object of host data (name, image...).",
+)
 def create_command(
     sale_id: str,
     stock: int,
@@ -47,7 +238,7 @@ def create_command(
     starts_at: str | None,
     ends_at: str | None,
     per_user_limit: int,
-    info: str | None,
+    info: dict[str, Any] | None,
 ) -> None:
     """Define or replace a sale."""
     try:
@@ -58,7 +249,7 @@ def create_command(
             starts_at=_when(starts_at),
             ends_at=_when(ends_at),
             per_user_limit=per_user_limit,
-            info=json.loads(info) if info else None,
+            info=info,
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
@@ -67,8 +258,8 @@ def create_command(
     click.echo(json.dumps(sale.to_dict()))
 
 
-@flashsale_cli.command("restock")
-@click.argument("sale_id")
+@flashsale_cli.command("restock", context_settings={"ignore_unknown_options": True})
+@click.argument("sale_id", callback=sale_id_argument)
 @click.argument("quantity", type=int)
 def restock_command(sale_id: str, quantity: int) -> None:
     """Add QUANTITY units to a sale (negative withdraws units; never below 0 stock)."""
@@ -82,7 +273,7 @@ def restock_command(sale_id: str, quantity: int) -> None:
 
 
 @flashsale_cli.command("reconcile")
-@click.argument("sale_id", required=False)
+@click.argument("sale_id", callback=sale_id_argument, required=False)
 @click.option("--fix", is_flag=True, help="Repair Redis (under the sale's lock).")
 def reconcile_command(sale_id: str | None, fix: bool) -> None:
     """Compare Redis with the host's orders (every sale, or SALE_ID).
@@ -169,7 +360,7 @@ def worker_command(
 @flashsale_cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
-    """Show each sale's stock and queue, and the live workers."""
+    """Show each sale's state, stock and queue, and the live workers."""
     state = FlashSale.state(current_app)
     sales = {s.id: s for s in state.sales.list()}
     queues = state.orders.stats(sorted(sales))
@@ -180,6 +371,7 @@ def status_command(as_json: bool) -> None:
             "sales": [
                 {
                     **q.to_dict(),
+                    "status": sales[q.sale_id].status,
                     "remaining": sales[q.sale_id].remaining,
                     "stock": sales[q.sale_id].stock,
                 }
@@ -191,14 +383,14 @@ def status_command(as_json: bool) -> None:
         click.echo(json.dumps(doc))
         return
     click.echo(
-        f"{'SALE':<24} {'LEFT/STOCK':>12} {'QUEUED':>7} {'PENDING':>8} {'LAG':>7}"
+        f"{'SALE':<24} {'STATE':<9} {'LEFT/STOCK':>12} {'QUEUED':>7} {'PENDING':>8} {'LAG':>7}"
         f" {'RETRYING':>9} {'DEAD':>6}"
     )
     for q in queues:
         sale = sales[q.sale_id]
         left = f"{sale.remaining}/{sale.stock}"
         click.echo(
-            f"{q.sale_id:<24} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
+            f"{q.sale_id:<24} {sale.status:<9} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
     also = f", {len(supervisors)} supervisor(s)" if supervisors else ""
@@ -229,7 +421,7 @@ DEAD_LETTER_PAGE = 100
 
 
 @flashsale_cli.command("dead-letters")
-@click.argument("sale_id", required=False)
+@click.argument("sale_id", callback=sale_id_argument, required=False)
 @click.option(
     "--requeue",
     "entry_id",

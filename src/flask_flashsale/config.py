@@ -114,6 +114,16 @@ def _number(config: Any, key: str, kind: type, minimum: float) -> Any:
     return value
 
 
+def _rate(config: Any, key: str) -> str | None:
+    """A rate setting (``"5/second;burst=10"``), checked here so the error names ``key``."""
+    from .ratelimit import parse_rate
+
+    raw = config[key] or None
+    if raw is not None:
+        parse_rate(raw, setting=key)
+    return raw
+
+
 def load(config: Any) -> Settings:
     """Set the defaults on ``config`` (a Flask config) and return validated settings.
 
@@ -146,8 +156,8 @@ def load(config: Any) -> Settings:
         key_prefix=prefix,
         url_prefix=url_prefix,
         inventory_strategy=strategy,
-        order_rate_per_user=config["FLASHSALE_ORDER_RATE_PER_USER"] or None,
-        order_rate_per_sale=config["FLASHSALE_ORDER_RATE_PER_SALE"] or None,
+        order_rate_per_user=_rate(config, "FLASHSALE_ORDER_RATE_PER_USER"),
+        order_rate_per_sale=_rate(config, "FLASHSALE_ORDER_RATE_PER_SALE"),
         cache_ttl=_number(config, "FLASHSALE_CACHE_TTL", float, 0),
         max_attempts=_number(config, "FLASHSALE_MAX_ATTEMPTS", int, 1),
         claim_idle=_number(config, "FLASHSALE_CLAIM_IDLE", float, 0),
@@ -183,6 +193,28 @@ def load(config: Any) -> Settings:
             config, "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", float, 0.01
         ),
     )
+
+
+def redis_address(url: str) -> str:
+    """Where ``FLASHSALE_REDIS_URL`` points, for messages: ``host:port`` (or a socket path).
+
+    No credentials: ``redis://:secret@cache.internal/0`` gives ``cache.internal:6379``;
+    several hosts (``redis+cluster://a:7000,b:7001``) stay a list.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme.lower() == "unix":
+        return "unix://" + rest.split("?", 1)[0]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if not netloc:
+        return url
+    port = "26379" if scheme.lower() == "redis+sentinel" else "6379"
+    hosts = []
+    for host in netloc.split(","):
+        has_port = host.rpartition("]")[2] if host.startswith("[") else host
+        hosts.append(host if ":" in has_port else f"{host}:{port}")
+    return ",".join(hosts)
 
 
 def _metrics_enabled(config: Any) -> bool:

@@ -7,7 +7,18 @@ on it, and when nothing handles it, it renders itself as an RFC 9457
 
 ``code`` in the JSON body is the stable machine-readable slug (``"sold_out"``);
 on the Python object that slug is :attr:`FlashSaleError.error_code`, because
-werkzeug already uses the attribute ``code`` for the HTTP status.
+werkzeug already uses the attribute ``code`` for the HTTP status. The
+problem's ``type`` is a link to that code's entry on the docs page
+``problems.html`` (:data:`PROBLEM_TYPES`).
+
+``str(error)`` is the message alone (the problem's ``detail``), without
+werkzeug's ``"500 Internal Server Error: "`` prefix: a
+:class:`ConfigurationError` raised while the app starts reads as one line
+naming the key, its value and what to do. Errors that are about the
+deployment rather than a request (:class:`ConfigurationError`,
+:class:`NotInitializedError`) are still part of the tree, so ``except
+FlashSaleError`` catches everything the extension raises; they would render as
+a ``500`` only if a host let one escape from a view.
 """
 
 from __future__ import annotations
@@ -18,6 +29,18 @@ from typing import Any
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+#: The docs page listing every ``code``; a problem's ``type`` is this URL plus
+#: ``#`` and the code's anchor (:func:`problem_type`).
+PROBLEM_TYPES = "https://flask-flashsale.readthedocs.io/en/latest/problems.html"
+
+
+def problem_type(error_code: str) -> str:
+    """The ``type`` URL of a problem: the ``error_code``'s entry on the problems page.
+
+    Sphinx spells the anchor of a section titled ``sold_out`` as ``sold-out``.
+    """
+    return f"{PROBLEM_TYPES}#{error_code.replace('_', '-')}"
 
 
 class FlashSaleError(HTTPException):
@@ -48,7 +71,7 @@ class FlashSaleError(HTTPException):
     def problem(self) -> dict[str, Any]:
         """Return the RFC 9457 problem document of this error."""
         doc: dict[str, Any] = {
-            "type": f"https://flask-flashsale.readthedocs.io/errors#{self.error_code}",
+            "type": problem_type(self.error_code),
             "title": self.title,
             "status": self.code,
             "code": self.error_code,
@@ -58,6 +81,10 @@ class FlashSaleError(HTTPException):
             doc["retry_after"] = self.retry_after
         doc.update(self.extra)
         return doc
+
+    def __str__(self) -> str:
+        """The message alone (``detail``), without werkzeug's HTTP status prefix."""
+        return str(self.description)
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
         """Render the problem document as JSON."""
@@ -73,7 +100,12 @@ class FlashSaleError(HTTPException):
 
 
 class ConfigurationError(FlashSaleError):
-    """The app's ``FLASHSALE_*`` configuration is invalid (raised at start-up)."""
+    """The app's ``FLASHSALE_*`` configuration is invalid (raised at start-up).
+
+    Also raised when something the configuration needs is missing (an extra
+    such as ``memory``, a hook such as ``@flashsale.reconcile_source``). Its
+    message names the key, the value and what to do.
+    """
 
     error_code = "configuration_error"
     title = "Flask-FlashSale is misconfigured"
@@ -112,6 +144,28 @@ class SaleNotFound(FlashSaleError):
     code = 404
     error_code = "sale_not_found"
     title = "No such sale"
+
+
+class InvalidSaleId(SaleNotFound):
+    """The string cannot be a sale id: not 1-64 of ``A-Z a-z 0-9 _ . -``, or reserved.
+
+    A :class:`SaleNotFound` (no sale can have that id, so ``except
+    SaleNotFound`` still catches it) with a code of its own, so that
+    ``create_sale("bad/id")`` does not read as "no such sale". The blueprint
+    answers an invalid id in a URL like an unknown one: ``404
+    sale_not_found``.
+    """
+
+    error_code = "invalid_sale_id"
+    title = "Invalid sale id"
+
+    def __init__(self, sale_id: object, detail: str | None = None) -> None:
+        shown = str(sale_id)[:80]
+        super().__init__(
+            detail or f"{shown!r} is not a valid sale id: use 1-64 characters of A-Z a-z 0-9 _ . -"
+        )
+        #: The id (its first 80 characters).
+        self.sale_id = shown
 
 
 class TicketNotFound(FlashSaleError):

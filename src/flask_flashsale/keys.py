@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidRequest, SaleNotFound, TicketNotFound
+from .errors import InvalidRequest, InvalidSaleId, TicketNotFound
 
 SALE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: Tickets are ``<sale_id>~<token>``: the sale id gives the hash tag, the
@@ -34,9 +34,9 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def check_sale_id(sale_id: object) -> str:
-    """Return ``sale_id`` if valid, else raise :class:`SaleNotFound`."""
+    """Return ``sale_id`` if valid, else raise :class:`InvalidSaleId` (a ``SaleNotFound``)."""
     if not isinstance(sale_id, str) or not SALE_ID.fullmatch(sale_id):
-        raise SaleNotFound(f"{str(sale_id)[:80]!r} is not a valid sale id")
+        raise InvalidSaleId(sale_id)
     return sale_id
 
 

@@ -134,6 +134,7 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
+                                    "additionalProperties": False,
                                     "properties": {
                                         "quantity": {
                                             "type": "integer",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from .errors import SaleNotFound
+from .errors import InvalidSaleId, SaleNotFound
 from .keys import Keys, check_sale_id
 from .models import Sale, from_millis, to_millis, to_price
 from .views import RESERVED_SALE_IDS
@@ -59,9 +59,10 @@ class SaleStore:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)
         if sale_id in RESERVED_SALE_IDS:
-            raise SaleNotFound(
+            raise InvalidSaleId(
+                sale_id,
                 f"{sale_id!r} is reserved: it names a route of the HTTP API "
-                f"(reserved ids: {', '.join(sorted(RESERVED_SALE_IDS))})"
+                f"(reserved ids: {', '.join(sorted(RESERVED_SALE_IDS))})",
             )
         if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
             raise ValueError(f"stock must be a non-negative int, got {stock!r}")

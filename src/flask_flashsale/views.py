@@ -18,8 +18,8 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import errors
-from .config import normalize_origin
-from .errors import FlashSaleError
+from .config import normalize_origin, redis_address
+from .errors import FlashSaleError, InvalidSaleId
 from .keys import check_sale_id
 from .models import SOLD_OUT_FROM_MEMORY
 from .openapi import openapi_document
@@ -126,8 +126,21 @@ def cross_site_refusal(
     return None
 
 
+#: The members an order body may have; any other is refused (422, naming it).
+ORDER_FIELDS = frozenset({"quantity"})
+
+
+def no_sale(sale_id: str) -> errors.SaleNotFound:
+    """The one 404 of the API for a sale that does not exist (or whose id cannot be one)."""
+    return errors.SaleNotFound(f"no sale {sale_id[:80]!r}")
+
+
 def read_quantity(max_body: int, max_quantity: int) -> int:
-    """Read and validate the optional JSON body ``{"quantity": n}``."""
+    """Read and validate the optional JSON body ``{"quantity": n}``.
+
+    Any other member is refused with 422 ``invalid_request`` naming it, so a
+    misspelt ``{"qty": 3}`` is not taken as an order for one unit.
+    """
     length = request.content_length
     if not length and "HTTP_TRANSFER_ENCODING" not in request.environ:
         return 1  # no body at all (the common case): nothing to read or parse
@@ -144,6 +157,11 @@ def read_quantity(max_body: int, max_quantity: int) -> int:
         raise errors.InvalidRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise errors.InvalidRequest("the body must be a JSON object")
+    if not ORDER_FIELDS.issuperset(body):
+        unknown = sorted(set(body) - ORDER_FIELDS)[0]
+        raise errors.InvalidRequest(
+            f"unknown field {unknown[:100]!r}: the body takes only 'quantity'", field=unknown[:100]
+        )
     quantity = body.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int):
         raise errors.InvalidRequest("quantity must be an integer", field="quantity")
@@ -154,17 +172,35 @@ def read_quantity(max_body: int, max_quantity: int) -> int:
     return quantity
 
 
+def conditional(response: Response) -> Response:
+    """Add an ``ETag`` and answer ``304`` to a matching ``If-None-Match``.
+
+    werkzeug's ``make_conditional`` also sets a ``Date`` header, and the WSGI
+    server (werkzeug's, gunicorn...) sends its own whatever the app set, so a
+    response carried two: ours is dropped, the server's stays.
+    """
+    response.add_etag()
+    response.make_conditional(request)
+    response.headers.pop("Date", None)
+    return response
+
+
 def cache_control(max_age: int) -> str:
     """The ``Cache-Control`` of sale data: public for ``max_age`` seconds (0: revalidate)."""
     return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
 
 
-def refusal(admission: Admission, rate: Rate | None = None) -> FlashSaleError:
+def refusal(
+    admission: Admission, rate: Rate | None = None, sale_id: str | None = None
+) -> FlashSaleError:
     """The problem+json error for an admission that was not ``queued``/``duplicate``.
 
     ``rate`` is the admission throttle that refused a ``rate_limited``
-    attempt; it gives the ``RateLimit-*`` headers of the 429.
+    attempt; it gives the ``RateLimit-*`` headers of the 429. ``sale_id``
+    words a ``not_found`` as every other 404 of the API does.
     """
+    if admission.status == "not_found" and sale_id is not None:
+        return no_sale(sale_id)
     cls = _REFUSALS.get(admission.status, errors.BackendUnavailable)
     extra: dict[str, Any] = {}
     if admission.remaining is not None and cls is not errors.SaleNotFound:
@@ -210,9 +246,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             {"sales": [s.to_dict() for s in ext.list_sales()]},
             headers={"Cache-Control": cache_control(max_age)},
         )
-        response.add_etag()
-        response.make_conditional(request)
-        return response
+        return conditional(response)
 
     @bp.get("/openapi.json")
     def openapi() -> Response:
@@ -224,12 +258,10 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
     def sale_detail(sale_id: str) -> Response:
         sale = ext.get_sale(check_sale_id(sale_id))
         if sale is None:
-            raise errors.SaleNotFound(f"no sale {sale_id!r}")
+            raise no_sale(sale_id)
         max_age = ext.state().settings.cache_max_age
         response = _json(sale.to_dict(), headers={"Cache-Control": cache_control(max_age)})
-        response.add_etag()
-        response.make_conditional(request)
-        return response
+        return conditional(response)
 
     @bp.post("/<sale_id>/order")
     def order(sale_id: str) -> Response:
@@ -247,7 +279,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             rate = None
             if admission.throttled_by is not None:
                 rate = ext.state().order_rates[admission.throttled_by]
-            return problem_response(refusal(admission, rate))
+            return problem_response(refusal(admission, rate, sale_id))
         ticket_id = admission.ticket_id
         location = f"{request.script_root}{settings.url_prefix}/orders/{ticket_id}"
         headers = {"Location": location}
@@ -267,7 +299,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
         if user_id is None:
             raise errors.IdentityRequired()
         if ext.get_sale(sale_id) is None:
-            raise errors.SaleNotFound(f"no sale {sale_id!r}")
+            raise no_sale(sale_id)
         tickets = [t.to_dict() for t in ext.user_tickets(sale_id, user_id)]
         return _json({"tickets": tickets}, headers={"Cache-Control": "no-store"})
 
@@ -283,11 +315,18 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> FlashSaleError:
+        if isinstance(exc, InvalidSaleId):
+            return no_sale(exc.sale_id)  # in a URL, an id that cannot be one is no sale
         return problem_from_http_exception(exc)
 
     @bp.errorhandler(redis.RedisError)
     def redis_error(exc: redis.RedisError) -> FlashSaleError:
-        current_app.logger.warning("flashsale: Redis error: %r", exc)
+        current_app.logger.warning(
+            "flashsale: Redis error at %s: %s: %s",
+            redis_address(ext.state().settings.redis_url),
+            type(exc).__name__,
+            exc,
+        )
         return errors.BackendUnavailable("the sale backend is unavailable", retry_after=1)
 
     @bp.errorhandler(500)
