@@ -265,6 +265,15 @@ def check_cli(file: str, needle: str) -> Callable[[MakeApp], None]:
     return runner
 
 
+def check_chaos_commands(make_app: MakeApp) -> None:
+    """The chaos suite's commands: the benchmark exists and takes the options shown."""
+    bench = ROOT / "benchmarks"
+    chaos = (bench / "chaos.py").read_text() + (bench / "__main__.py").read_text()
+    code = the_block("docs/resilience.rst", "python -m benchmarks chaos").code
+    for option in re.findall(r"\s(--[\w-]+)", code):
+        assert f'"{option}"' in chaos, option
+
+
 def check_readme_commands(make_app: MakeApp) -> None:
     """README's shell blocks: the extras, files, app paths and benchmark names they use."""
     pyproject = (ROOT / "pyproject.toml").read_text()
@@ -388,6 +397,18 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
         check_cli("docs/worker.rst", "dead-letters tee --limit"),
     ),
     ("docs/worker.rst", "flashsale status", "other", check_status_sample),
+    (
+        "docs/worker.rst",
+        "--autoscale 2,8 --name web-1",
+        "cli",
+        check_cli("docs/worker.rst", "--autoscale 2,8 --name web-1"),
+    ),
+    ("docs/worker.rst", "scaling up 2 -> 3", "other", "a sample of the supervisor's log"),
+    ("docs/worker.rst", "killed by SIGKILL", "other", "a sample of the supervisor's log"),
+    ("docs/worker.rst", "1 supervisor(s)", "other", "a sample of status with a supervisor"),
+    ("docs/worker.rst", "[Unit]", "other", "a systemd unit (its ExecStart is in the cli block)"),
+    ("docs/worker.rst", "kind: ScaledObject", "other", "a Kubernetes manifest for KEDA"),
+    ("docs/resilience.rst", "python -m benchmarks chaos", "other", check_chaos_commands),
 ]
 
 
