@@ -7,6 +7,7 @@ and ``redis+cluster://`` fit beside plain Redis.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from queue import Empty, LifoQueue
@@ -59,6 +60,16 @@ class _FreeConnections(LifoQueue[Any]):
         return super().get(True, timeout)
 
 
+def _needs_command_name() -> bool:
+    """redis-py 5's ``get_connection(command_name, ...)`` requires an argument."""
+    signature = inspect.signature(redis.BlockingConnectionPool.get_connection)
+    param = signature.parameters.get("command_name")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+_NEEDS_COMMAND_NAME = _needs_command_name()
+
+
 class BoundedPool(redis.BlockingConnectionPool):
     """A blocking pool in which a call's wait for a connection and its round trip
     share one budget: ``FLASHSALE_REDIS_SOCKET_TIMEOUT`` from the moment it asks.
@@ -104,6 +115,8 @@ class BoundedPool(redis.BlockingConnectionPool):
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         """A connected connection; one that was waited for gets only what is
         left of its call's budget as its socket timeout."""
+        if not args and _NEEDS_COMMAND_NAME:
+            args = ("",)  # redis-py 5 requires the (unused) command name; 6+ deprecates it
         connection = super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         deadline = getattr(connection, _DEADLINE, 0.0)
         if deadline:
