@@ -13,6 +13,8 @@ from flask.cli import AppGroup
 from .errors import ConfigurationError, FlashSaleError, SaleNotFound
 from .extension import FlashSale
 from .keys import check_sale_id
+from .models import Sale
+from .payments import PaymentStats
 from .registry import live_workers
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
@@ -39,6 +41,12 @@ def _when(value: str | None) -> datetime | float | None:
 @click.option("--ends-at", default=None, help="ISO datetime with offset, or Unix seconds.")
 @click.option("--per-user-limit", type=int, default=1, show_default=True)
 @click.option("--info", default=None, help="JSON object of host data (name, image...).")
+@click.option(
+    "--payment-timeout",
+    type=float,
+    default=None,
+    help="Seconds a buyer has to pay (mark_paid) before the hold expires; default: no limit.",
+)
 def create_command(
     sale_id: str,
     stock: int,
@@ -47,6 +55,7 @@ def create_command(
     ends_at: str | None,
     per_user_limit: int,
     info: str | None,
+    payment_timeout: float | None,
 ) -> None:
     """Define or replace a sale."""
     try:
@@ -58,6 +67,7 @@ def create_command(
             ends_at=_when(ends_at),
             per_user_limit=per_user_limit,
             info=json.loads(info) if info else None,
+            payment_timeout=payment_timeout,
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
@@ -142,6 +152,7 @@ def status_command(as_json: bool) -> None:
     state = FlashSale.state(current_app)
     sales = {s.id: s for s in state.sales.list()}
     queues = state.orders.stats(sorted(sales))
+    payments = {p.sale_id: p for p in state.payments.stats(sorted(sales))}
     workers = live_workers(state.client, state.keys)
     if as_json:
         doc = {
@@ -150,6 +161,8 @@ def status_command(as_json: bool) -> None:
                     **q.to_dict(),
                     "remaining": sales[q.sale_id].remaining,
                     "stock": sales[q.sale_id].stock,
+                    "payment_timeout": sales[q.sale_id].payment_timeout,
+                    **payments[q.sale_id].to_dict(),
                 }
                 for q in queues
             ],
@@ -168,11 +181,30 @@ def status_command(as_json: bool) -> None:
             f"{q.sale_id:<24} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
+    _echo_payments(sales, payments)
     click.echo(f"\n{len(workers)} live worker(s)")
     for w in workers:
         click.echo(
             f"  {w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
             f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
+        )
+
+
+def _echo_payments(sales: dict[str, Sale], payments: dict[str, PaymentStats]) -> None:
+    """The payments table of ``status``: sales with a payment timeout (or payments)."""
+    shown = [
+        p
+        for p in payments.values()
+        if sales[p.sale_id].payment_timeout is not None or p.awaiting_payment or p.paid or p.expired
+    ]
+    if not shown:
+        return
+    click.echo(f"\n{'PAYMENTS':<24} {'TIMEOUT':>9} {'AWAITING':>9} {'PAID':>7} {'EXPIRED':>8}")
+    for p in shown:
+        timeout = sales[p.sale_id].payment_timeout
+        limit = "-" if timeout is None else f"{timeout:g}s"
+        click.echo(
+            f"{p.sale_id:<24} {limit:>9} {p.awaiting_payment:>9} {p.paid:>7} {p.expired:>8}"
         )
 
 
