@@ -559,3 +559,14 @@ def test_replacing_a_sale_keeps_or_drops_its_payment_timeout_as_told(
     _, ext = app_and_ext
     assert ext.create_sale("tee", stock=1, payment_timeout=1.5).payment_timeout == 1.5
     assert ext.create_sale("tee", stock=1).payment_timeout is None
+
+
+def test_paying_after_the_sale_was_deleted_leaves_no_key_behind(
+    shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
+) -> None:
+    _, ext, _ = shop
+    placed = buy(ext, "alice")
+    ext.run_worker(burst=True)
+    ext.delete_sale("tee")
+    assert ext.mark_paid(placed).status == "paid"  # the buyer's ticket lives on
+    assert redis_client.keys("flashsale:{tee}:*") == ["flashsale:{tee}:t:" + placed[4:]]

@@ -38,5 +38,7 @@ if by and now_ms() >= by then return reply('too_late', status, by) end
 redis.call('HSET', KEYS[1], 's', 'paid')
 if by then redis.call('HSET', KEYS[1], 'd', by) end
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'paid', 1)
+if redis.call('EXISTS', KEYS[2]) == 1 then  -- (no counter left behind by a deleted sale)
+  redis.call('HINCRBY', KEYS[4], 'paid', 1)
+end
 return reply('paid', 'paid', by)
