@@ -4,7 +4,11 @@ exactly once, also when a worker is killed in the middle of an expiry batch."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +22,8 @@ from flask_flashsale import FlashSale
 from . import payers
 from .conftest import build_app, wait_for
 from .payment_host import Worker, init_db, rows
-from .worker_host import FAST
+from .redis_server import require_redis_binary
+from .worker_host import FAST, ROOT
 
 
 def worker(tmp_path: Path, redis_url: str, name: str, **env: str) -> Worker:
@@ -207,3 +212,27 @@ def test_no_oversell_while_holds_expire_and_are_bought_again(
     assert books == {"paid": str(final["paid"]), "expired": str(final["expired"])}
     with app.app_context():
         assert FlashSale.state(app).payments.stats(["hot"])[0].awaiting_payment == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
+def test_the_expiry_benchmark_expires_every_hold_once(tmp_path: Path) -> None:
+    """``python -m benchmarks expiry`` runs end to end and checks its own books."""
+    out = tmp_path / "expiry.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    argv = ["--rounds", "1", "--holds", "300", "--timeout", "2.5", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "expiry", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["mode"], r["expired"], r["all_expired_once"]) for r in result["runs"]] == [
+        ("no hook", 300, True),
+        ("no-op expiry hook", 300, True),
+    ]
