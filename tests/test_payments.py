@@ -22,6 +22,7 @@ from flask_flashsale import (
     TicketNotFound,
     order_confirmed,
     order_expired,
+    order_failed,
 )
 from flask_flashsale.payments import EXPIRY_BATCH
 from flask_flashsale.worker import Worker
@@ -570,3 +571,47 @@ def test_paying_after_the_sale_was_deleted_leaves_no_key_behind(
     ext.delete_sale("tee")
     assert ext.mark_paid(placed).status == "paid"  # the buyer's ticket lives on
     assert redis_client.keys("flashsale:{tee}:*") == ["flashsale:{tee}:t:" + placed[4:]]
+
+
+def test_a_paid_order_whose_hook_fails_for_good_stays_paid_and_is_dead_lettered(
+    make_app: MakeApp,
+) -> None:
+    app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=1)
+    failed: list[str] = []
+
+    @ext.order_handler
+    def broken(order: Order) -> None:
+        raise RuntimeError("poison")
+
+    order_failed.connect(lambda sender, order, reason: failed.append(order.id), app, weak=False)
+    with app.app_context():
+        ext.create_sale("tee", stock=2, payment_timeout=60)
+        placed = buy(ext, "alice")
+        ext.mark_paid(placed)
+        ext.run_worker(burst=True)
+        assert ticket(ext, placed).status == "paid"  # the buyer paid: nothing given back
+        assert remaining(ext) == 1
+        assert failed == [placed]
+        [letter] = FlashSale.state().orders.dead_letters("tee")
+        assert letter.ticket_id == placed
+        assert ext.cancel(placed, reason="refund") is True  # the refund gives the unit back
+        assert remaining(ext) == 2
+
+
+def test_holds_keep_their_pay_by_when_the_sale_is_replaced_without_a_timeout(
+    shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
+) -> None:
+    _, ext, host = shop
+    placed = buy(ext, "alice")
+    ext.run_worker(burst=True)
+    pay_by = ticket(ext, placed).pay_by
+    ext.create_sale("tee", stock=2)
+    later = buy(ext, "bob")
+    ext.run_worker(burst=True)
+    assert ticket(ext, later).status == "confirmed"
+    assert ticket(ext, placed).pay_by == pay_by
+    wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, placed)))
+    ext.run_worker(burst=True)
+    assert ticket(ext, placed).status == "expired"
+    assert [t.id for t in host.expired] == [placed]
+    assert remaining(ext) == 1
