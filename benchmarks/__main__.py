@@ -1,6 +1,4 @@
-"""Entry point: ``python -m benchmarks NAME``, NAME one of the benchmarks or ``chart``.
-
-Benchmarks: http, strategies, worker, sellout, redis-ceiling, soak, chaos.
+"""Entry point: ``python -m benchmarks NAME`` (``python -m benchmarks --help`` lists them).
 
 Run from the repository root. This checkout's ``src/`` goes first on the path
 (here and in every process a benchmark starts), so the numbers are always
@@ -24,6 +22,7 @@ BENCHMARKS = {
     "http": "benchmarks.http_bench",
     "strategies": "benchmarks.strategies",
     "worker": "benchmarks.worker_bench",
+    "expiry": "benchmarks.expiry_bench",
     "sellout": "benchmarks.sellout",
     "redis-ceiling": "benchmarks.redis_ceiling",
     "soak": "benchmarks.soak",

@@ -4,7 +4,9 @@ Stock 100; 1,000 users each try twice (2,000 attempts), from 32 threads in
 this process, and again from 4 OS processes of 8 threads each, for each
 inventory strategy. The ``optimistic`` and ``lock`` strategies get enough
 retries / lock wait here that no attempt may end ``busy``; what they do with
-their production defaults is in ``test_strategies.py``.
+their production defaults is in ``test_strategies.py``. The thread crowds also
+run on a sale with a payment timeout; holds that expire and are bought again,
+with payments racing, are in ``test_payments_processes.py``.
 """
 
 from __future__ import annotations
@@ -52,14 +54,17 @@ def check_books(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("payment_timeout", [None, 60], ids=["no-timeout", "payment-timeout"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_no_oversell_with_32_threads(
-    redis_url: str, redis_client: redis_lib.Redis, strategy: str
+    redis_url: str, redis_client: redis_lib.Redis, strategy: str, payment_timeout: int | None
 ) -> None:
     config: dict[str, Any] = {"FLASHSALE_INVENTORY_STRATEGY": strategy, **PATIENT}
     app, flashsale = build_app(redis_url, **config)
     with app.app_context():
-        flashsale.create_sale("hot", stock=STOCK, per_user_limit=1)
+        flashsale.create_sale(
+            "hot", stock=STOCK, per_user_limit=1, payment_timeout=payment_timeout
+        )
     results = crowd(redis_url, "hot", ATTEMPTS, 32, config)
     check_books(results, redis_client, "hot")
 

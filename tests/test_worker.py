@@ -213,6 +213,7 @@ def test_a_buyer_never_sees_the_hooks_exception_text(make_app: MakeApp) -> None:
         "quantity": 1,
         "status": "failed",
         "reason": "processing_failed",
+        "pay_by": None,
     }
     assert b"NameError" not in answer.data
 

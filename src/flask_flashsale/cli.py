@@ -33,6 +33,8 @@ from .errors import (
 )
 from .extension import FlashSale
 from .keys import check_sale_id
+from .models import Sale
+from .payments import PaymentStats
 from .registry import WorkerInfo, live_supervisors, live_workers
 
 #: The command did what it was asked.
@@ -231,6 +233,12 @@ def _when(value: str | None) -> datetime | float | None:
     default=None,
     help="JSON object of host data (name, image...).",
 )
+@click.option(
+    "--payment-timeout",
+    type=float,
+    default=None,
+    help="Seconds a buyer has to pay (mark_paid) before the hold expires; default: no limit.",
+)
 def create_command(
     sale_id: str,
     stock: int,
@@ -239,6 +247,7 @@ def create_command(
     ends_at: str | None,
     per_user_limit: int,
     info: dict[str, Any] | None,
+    payment_timeout: float | None,
 ) -> None:
     """Define or replace a sale."""
     try:
@@ -250,6 +259,7 @@ def create_command(
             ends_at=_when(ends_at),
             per_user_limit=per_user_limit,
             info=info,
+            payment_timeout=payment_timeout,
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
@@ -365,6 +375,7 @@ def status_command(as_json: bool) -> None:
     sales = {s.id: s for s in state.sales.list()}
     queues = state.orders.stats(sorted(sales))
     supervisors = live_supervisors(state.client, state.keys)
+    payments = {p.sale_id: p for p in state.payments.stats(sorted(sales))}
     workers = live_workers(state.client, state.keys, supervisors)
     if as_json:
         doc = {
@@ -374,6 +385,8 @@ def status_command(as_json: bool) -> None:
                     "status": sales[q.sale_id].status,
                     "remaining": sales[q.sale_id].remaining,
                     "stock": sales[q.sale_id].stock,
+                    "payment_timeout": sales[q.sale_id].payment_timeout,
+                    **payments[q.sale_id].to_dict(),
                 }
                 for q in queues
             ],
@@ -393,6 +406,7 @@ def status_command(as_json: bool) -> None:
             f"{q.sale_id:<24} {sale.status:<9} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
+    _echo_payments(sales, payments)
     also = f", {len(supervisors)} supervisor(s)" if supervisors else ""
     click.echo(f"\n{len(workers)} live worker(s){also}")
     for s in supervisors:
@@ -414,6 +428,24 @@ def _worker_line(w: WorkerInfo) -> str:
         f"{w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
         f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
     )
+
+
+def _echo_payments(sales: dict[str, Sale], payments: dict[str, PaymentStats]) -> None:
+    """The payments table of ``status``: sales with a payment timeout (or payments)."""
+    shown = [
+        p
+        for p in payments.values()
+        if sales[p.sale_id].payment_timeout is not None or p.awaiting_payment or p.paid or p.expired
+    ]
+    if not shown:
+        return
+    click.echo(f"\n{'PAYMENTS':<24} {'TIMEOUT':>9} {'AWAITING':>9} {'PAID':>7} {'EXPIRED':>8}")
+    for p in shown:
+        timeout = sales[p.sale_id].payment_timeout
+        limit = "-" if timeout is None else f"{timeout:g}s"
+        click.echo(
+            f"{p.sale_id:<24} {limit:>9} {p.awaiting_payment:>9} {p.paid:>7} {p.expired:>8}"
+        )
 
 
 #: Dead letters read per round trip while ``dead-letters`` pages through a stream.

@@ -291,3 +291,35 @@ class LockLost(FlashSaleError):
     code = 409
     error_code = "lock_lost"
     title = "Lock lost"
+
+
+class PaymentRefused(FlashSaleError):
+    """:meth:`FlashSale.mark_paid` cannot pay this ticket: it was cancelled or failed.
+
+    Its stock is back on sale: refund the buyer. :attr:`ticket_status` is
+    the ticket's status (also in the problem document).
+    :class:`PaymentTooLate` is the case of a deadline missed.
+    """
+
+    code = 409
+    error_code = "payment_refused"
+    title = "The order can no longer be paid"
+
+    def __init__(
+        self, detail: str | None = None, *, ticket_status: str = "", **extra: Any
+    ) -> None:
+        super().__init__(detail, ticket_status=ticket_status, **extra)
+        #: The ticket's status when payment was refused.
+        self.ticket_status = ticket_status
+
+
+class PaymentTooLate(PaymentRefused):
+    """The ticket's ``pay_by`` has passed (or it is already ``expired``).
+
+    Judged on Redis time, so it is raised after ``pay_by`` even if no worker
+    has expired the hold yet. The hold's stock goes (or went) back on sale:
+    refund the buyer.
+    """
+
+    error_code = "payment_too_late"
+    title = "Payment arrived after the deadline"

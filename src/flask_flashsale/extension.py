@@ -20,8 +20,9 @@ from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
 from .metrics import Metrics
-from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket
+from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket, from_millis
 from .orders import OrderQueue
+from .payments import Payments
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
 from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
 from .sales import SaleStore
@@ -31,6 +32,7 @@ from .worker import InlineWorker, Worker
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
+ExpiryHandler = Callable[[Ticket], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -113,6 +115,8 @@ class FlashSaleState:
             ticket_ttl=settings.ticket_ttl,
             on_change=self.cache.invalidate,
         )
+        #: Payments of tickets and their counters (:meth:`FlashSale.mark_paid`).
+        self.payments = Payments(self.client, self.keys, on_change=self.cache.invalidate)
         #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
         #: ``state.inline_worker.stop()`` stops it.
         self.inline_worker: InlineWorker | None = None
@@ -139,6 +143,7 @@ def _ticket(ticket_id: str, sale_id: str, data: dict[str, Any]) -> Ticket:
         quantity=int(data["q"]),
         status=data["s"],
         reason=data.get("r") or None,
+        pay_by=from_millis(int(data["d"])) if data.get("d") else None,
     )
 
 
@@ -153,6 +158,7 @@ class FlashSale:
     def __init__(self, app: Flask | None = None) -> None:
         self._identity_loader: IdentityLoader | None = None
         self._order_handler: OrderHandler | None = None
+        self._expiry_handler: ExpiryHandler | None = None
         self._limit_exempt_when: Callable[[], bool] | None = None
         self._reconcile_source: ReconcileSource | None = None
         if app is not None:
@@ -196,6 +202,18 @@ class FlashSale:
         self._order_handler = fn
         return fn
 
+    def expiry_handler(self, fn: F) -> F:
+        """Register the host's hook for unpaid holds that expired (see :doc:`/payments`).
+
+        Called in the worker, inside an app context, with the expired
+        :class:`Ticket` (``ticket.id`` is the ``order.id`` the order hook
+        saw) once its stock is back on sale: cancel your own row. At least
+        once, like the order hook: raising means "retry later", and after
+        ``FLASHSALE_MAX_ATTEMPTS`` failures the call is dead-lettered.
+        """
+        self._expiry_handler = fn
+        return fn
+
     @staticmethod
     def state(app: Flask | None = None) -> FlashSaleState:
         """The :class:`FlashSaleState` of ``app`` (default: ``current_app``)."""
@@ -234,12 +252,19 @@ class FlashSale:
         ends_at: Any = None,
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
+        payment_timeout: float | None = None,
     ) -> Sale:
         """Define or replace a sale and return it.
 
         ``starts_at``/``ends_at`` are aware datetimes or Unix seconds (``None``:
         open-ended); ``price`` is a ``Decimal``, ``str`` or ``int``. Replacing a
         sale keeps what was already sold: ``remaining = stock - sold``.
+
+        ``payment_timeout`` (seconds, ``None``: off) gives each buyer that long
+        from admission to pay: once the order hook ran, the ticket is
+        ``awaiting_payment`` with ``pay_by``; :meth:`mark_paid` makes it
+        ``paid``; unpaid, the worker expires it and its stock goes back on
+        sale. See :doc:`/payments`.
         """
         state = self.state()
         sale = state.sales.create(
@@ -250,6 +275,7 @@ class FlashSale:
             ends_at=ends_at,
             per_user_limit=per_user_limit,
             info=info,
+            payment_timeout=payment_timeout,
         )
         state.cache.changed(sale_id)
         return sale
@@ -509,12 +535,35 @@ class FlashSale:
             reconciler.run(check_sale_id(sid), self._reconcile_source, fix=fix) for sid in sale_ids
         ]
 
+    def mark_paid(self, ticket_id: str) -> Ticket:
+        """Record that the buyer paid: return the :class:`Ticket`, now ``paid``.
+
+        For a sale with a payment timeout (:doc:`/payments`); call it from
+        your payment webhook. Idempotent: on a ``paid`` ticket it returns it
+        again. It also works on a ``queued`` ticket (the webhook beat the
+        worker): the order hook still runs and the ticket stays ``paid``.
+        Atomic with the worker's expiry and with :meth:`cancel`: exactly one
+        of paid, expired and cancelled wins.
+
+        Raises :class:`~flask_flashsale.PaymentTooLate` once ``pay_by`` has
+        passed (judged on Redis time, even before a worker expired the hold)
+        or on an ``expired`` ticket, :class:`~flask_flashsale.PaymentRefused`
+        (its base class) on a ``cancelled`` or ``failed`` one, and
+        :class:`~flask_flashsale.TicketNotFound` for an unknown ticket. On a
+        sale without a payment timeout, a ``queued`` or ``confirmed`` ticket
+        becomes ``paid`` at any time.
+        """
+        return self.state().payments.mark_paid(ticket_id)
+
     def cancel(self, ticket_id: str, *, reason: str = "cancelled") -> bool:
         """Cancel an order and give its stock and the buyer's count back, exactly once.
 
-        For a payment timeout or a refund. Returns True if this call gave the
-        stock back, False if the order was already cancelled or had failed
-        (concurrent calls: exactly one returns True). The ticket becomes
+        For a refund, or a payment timeout of your own. Works on every live
+        ticket: ``queued``, ``confirmed``, ``awaiting_payment`` and ``paid`` (a
+        refund). Returns True if this call gave the stock back, False if the
+        order was already cancelled, had failed or expired (concurrent calls,
+        and calls racing :meth:`mark_paid` or the expiry: exactly one gives
+        the stock back). The ticket becomes
         ``cancelled`` with ``reason``, and the worker never turns it back into
         ``confirmed``; an order cancelled while still queued is not handed to
         the hook (unless a worker already has it in hand). Raises

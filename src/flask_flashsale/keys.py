@@ -13,6 +13,8 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:retry           zset: stream entry id -> when its next attempt is due (ms)
     <prefix>:{<sale>}:attempts        hash: hook failures and worker deaths of pending orders
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
+    <prefix>:{<sale>}:holds           zset: ticket token -> pay_by (ms) of tickets awaiting payment
+    <prefix>:{<sale>}:payments        hash: tickets paid and expired so far (counters)
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
@@ -107,6 +109,18 @@ class Keys:
         Fields go when the order is settled.
         """
         return f"{self.prefix}:{{{sale_id}}}:attempts"
+
+    def holds(self, sale_id: str) -> str:
+        """Deadline index of the sale's tickets awaiting payment: token -> ``pay_by`` (ms).
+
+        A ticket is in it exactly while it is ``awaiting_payment``: the scripts
+        that move it out (paid, expired, cancelled) remove it in the same step.
+        """
+        return f"{self.prefix}:{{{sale_id}}}:holds"
+
+    def payments(self, sale_id: str) -> str:
+        """Counters of the sale's payments: ``paid`` and ``expired`` tickets so far."""
+        return f"{self.prefix}:{{{sale_id}}}:payments"
 
     def workers(self) -> str:
         """Set of registered worker names."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response
 
 from . import signals
-from .models import Admission, Order
+from .models import Admission, Order, Ticket
 from .orders import GROUP
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class RedisCollector:
         )
 
     def _read(self) -> list[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         client, keys = self.state.client, self.state.keys
         pipe = client.pipeline(transaction=False)
@@ -108,6 +108,8 @@ class RedisCollector:
             pipe.xlen(keys.stream(sale_id))
             pipe.xpending(keys.stream(sale_id), GROUP)
             pipe.xlen(keys.dead(sale_id))
+            pipe.zcard(keys.holds(sale_id))
+            pipe.hmget(keys.payments(sale_id), "paid", "expired")
         for name in worker_names:
             pipe.exists(keys.worker(name))
         replies = pipe.execute(raise_on_error=False)
@@ -140,8 +142,26 @@ class RedisCollector:
         dead = GaugeMetricFamily(
             "flashsale_dead_letters", "Orders in the sale's dead-letter stream.", labels=["sale"]
         )
+        awaiting = GaugeMetricFamily(
+            "flashsale_tickets_awaiting_payment",
+            "Tickets awaiting payment (sales with a payment timeout).",
+            labels=["sale"],
+        )
+        paid = CounterMetricFamily(
+            "flashsale_tickets_paid", "Tickets marked paid (mark_paid).", labels=["sale"]
+        )
+        expired = CounterMetricFamily(
+            "flashsale_tickets_expired",
+            "Unpaid holds expired by the workers (stock given back).",
+            labels=["sale"],
+        )
         for i, sale_id in enumerate(sale_ids):
-            remaining, xlen, summary, dead_len = replies[4 * i : 4 * i + 4]
+            remaining, xlen, summary, dead_len, holds, (n_paid, n_expired) = replies[
+                6 * i : 6 * i + 6
+            ]
+            awaiting.add_metric([sale_id], int(holds))
+            paid.add_metric([sale_id], int(n_paid or 0))
+            expired.add_metric([sale_id], int(n_expired or 0))
             in_hand = 0 if isinstance(summary, Exception) else int(summary["pending"])
             if remaining is not None:
                 stock.add_metric([sale_id], max(int(remaining), 0))
@@ -149,12 +169,12 @@ class RedisCollector:
             pending.add_metric([sale_id], in_hand)
             lag.add_metric([sale_id], max(int(xlen) - in_hand, 0))
             dead.add_metric([sale_id], int(dead_len))
-        live = sum(int(n) for n in replies[4 * len(sale_ids) :])
+        live = sum(int(n) for n in replies[6 * len(sale_ids) :])
         workers = GaugeMetricFamily(
             "flashsale_workers_live", "Workers whose heartbeat has not expired."
         )
         workers.add_metric([], live)
-        return [stock, length, pending, lag, dead, workers]
+        return [stock, length, pending, lag, dead, workers, awaiting, paid, expired]
 
 
 def _no_group(exc: Exception) -> bool:
@@ -185,7 +205,8 @@ class Metrics:
             buckets=ADMISSION_BUCKETS,
             registry=self.registry,
         )
-        #: ``flashsale_orders_settled_total{sale,outcome}``: ``confirmed`` or ``failed``.
+        #: ``flashsale_orders_settled_total{sale,outcome}``: ``confirmed``, ``failed``
+        #: or ``expired`` (an unpaid hold this process's worker expired).
         self.settled = Counter(
             "flashsale_orders_settled",
             "Orders settled by a worker of this process, by sale and outcome.",
@@ -206,12 +227,16 @@ class Metrics:
         """Count the orders the app's workers settle (``order_confirmed``/``order_failed``)."""
         signals.order_confirmed.connect(self._confirmed, app)
         signals.order_failed.connect(self._failed, app)
+        signals.order_expired.connect(self._expired, app)
 
     def _confirmed(self, sender: Any, order: Order, **extra: Any) -> None:
         self.settled.labels(order.sale_id, "confirmed").inc()
 
     def _failed(self, sender: Any, order: Order, **extra: Any) -> None:
         self.settled.labels(order.sale_id, "failed").inc()
+
+    def _expired(self, sender: Any, ticket: Ticket, **extra: Any) -> None:
+        self.settled.labels(ticket.sale_id, "expired").inc()
 
     def response(self) -> Response:
         """The text exposition of the registry, as a Flask response."""

@@ -20,7 +20,16 @@ AdmissionStatus = Literal[
     "not_found",
     "busy",
 ]
-TicketStatus = Literal["queued", "confirmed", "failed", "cancelled"]
+TicketStatus = Literal[
+    "queued",
+    "confirmed",
+    "failed",
+    "cancelled",
+    # with a payment timeout (see docs/payments.rst):
+    "awaiting_payment",
+    "paid",
+    "expired",
+]
 
 
 def to_millis(value: datetime | float | int | None) -> int | None:
@@ -80,6 +89,9 @@ class Sale:
     per_user_limit: int
     #: Host data (name, image...) passed to ``create_sale`` and returned by the API.
     info: dict[str, Any]
+    #: Seconds a buyer has to pay once the order hook ran (``None``: no time limit,
+    #: tickets go ``queued -> confirmed``). See :doc:`/payments`.
+    payment_timeout: float | None = None
 
     @property
     def status(self) -> SaleStatus:
@@ -108,6 +120,7 @@ class Sale:
             "ends_at": None if self.ends_at is None else self.ends_at.isoformat(),
             "per_user_limit": self.per_user_limit,
             "info": self.info,
+            "payment_timeout": self.payment_timeout,
         }
 
 
@@ -149,10 +162,15 @@ class Ticket:
     sale_id: str
     user_id: str
     quantity: int
-    #: ``queued``, ``confirmed``, ``failed`` or ``cancelled``.
+    #: ``queued``, ``confirmed``, ``failed`` or ``cancelled``; on a sale with a
+    #: payment timeout ``awaiting_payment``, ``paid`` or ``expired`` instead of
+    #: ``confirmed``.
     status: TicketStatus
     #: Why the order failed or was cancelled, else ``None``.
     reason: str | None = None
+    #: When the buyer must have paid by (aware UTC datetime): set once the
+    #: ticket is ``awaiting_payment`` (kept when ``paid`` or ``expired``), else ``None``.
+    pay_by: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready representation used by the HTTP API."""
@@ -162,6 +180,7 @@ class Ticket:
             "quantity": self.quantity,
             "status": self.status,
             "reason": self.reason,
+            "pay_by": None if self.pay_by is None else self.pay_by.isoformat(),
         }
 
 

@@ -248,6 +248,10 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                         "ends_at": {"type": ["string", "null"], "format": "date-time"},
                         "per_user_limit": {"type": "integer"},
                         "info": {"type": "object"},
+                        "payment_timeout": {
+                            "type": ["number", "null"],
+                            "description": "Seconds a buyer has to pay (null: no time limit)",
+                        },
                     },
                     "required": ["id", "status", "remaining"],
                 },
@@ -268,9 +272,22 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                         "quantity": {"type": "integer"},
                         "status": {
                             "type": "string",
-                            "enum": ["queued", "confirmed", "failed", "cancelled"],
+                            "enum": [
+                                "queued",
+                                "confirmed",
+                                "failed",
+                                "cancelled",
+                                "awaiting_payment",
+                                "paid",
+                                "expired",
+                            ],
+                            "description": (
+                                "On a sale with a payment timeout the order hook's success "
+                                "gives awaiting_payment (until pay_by), then paid or expired"
+                            ),
                         },
                         "reason": {"type": ["string", "null"]},
+                        "pay_by": {"type": ["string", "null"], "format": "date-time"},
                     },
                     "required": ["ticket_id", "status"],
                 },

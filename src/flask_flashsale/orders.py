@@ -6,7 +6,8 @@ and with other workers:
 
 * ``order_claim.lua``: hand out retries that are due and orders a dead worker
   left pending (``XCLAIM`` / ``XAUTOCLAIM``), with Redis' delivery count;
-* ``order_confirm.lua``: ticket ``queued -> confirmed`` + ``XACK`` + ``XDEL``,
+* ``order_confirm.lua``: ticket ``queued -> confirmed`` (or ``awaiting_payment``
+  on a sale with a payment timeout, see :mod:`.payments`) + ``XACK`` + ``XDEL``,
   for a batch of orders of one sale in one call;
 * ``order_release.lua``: a stopping worker hands back orders it has not started;
 * ``order_start.lua``: before the hook of a claimed order runs, count a death
@@ -285,8 +286,10 @@ class OrderQueue:
     def confirm(self, delivery: Delivery) -> str:
         """Acknowledge the entry and confirm its ticket; return the outcome.
 
-        ``confirmed`` (this call confirmed it), ``settled`` (acknowledged, but the
-        ticket was cancelled, failed or expired) or ``stale`` (already settled).
+        ``confirmed`` (this call confirmed it; ``awaiting_payment`` on a sale
+        with a payment timeout, ``paid`` if it was paid while queued),
+        ``settled`` (acknowledged, but the ticket was cancelled, failed or
+        expired) or ``stale`` (already settled).
         """
         return self.confirm_many([delivery])[0]
 
@@ -300,8 +303,15 @@ class OrderQueue:
         for sale_id, indexes in by_sale.items():
             tickets = [k.ticket(*split_ticket_id(deliveries[i].ticket_id)) for i in indexes]
             replies = self._confirm(
-                keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id), *tickets],
-                args=[GROUP, *(deliveries[i].entry_id for i in indexes)],
+                keys=[
+                    k.stream(sale_id),
+                    k.retry(sale_id),
+                    k.attempts(sale_id),
+                    k.sale(sale_id),
+                    k.holds(sale_id),
+                    *tickets,
+                ],
+                args=[GROUP, self.ticket_ttl, *(deliveries[i].entry_id for i in indexes)],
             )
             for i, outcome in zip(indexes, replies, strict=True):
                 outcomes[i] = str(outcome)
@@ -435,8 +445,8 @@ class OrderQueue:
         sale_id, token = split_ticket_id(ticket_id)
         k = self.keys
         outcome, _ = self._cancel(
-            keys=[k.ticket(sale_id, token), k.sale(sale_id), k.users(sale_id)],
-            args=[reason, self.events, sale_id],
+            keys=[k.ticket(sale_id, token), k.sale(sale_id), k.users(sale_id), k.holds(sale_id)],
+            args=[reason, self.events, sale_id, token],
         )
         if outcome == "not_found":
             raise TicketNotFound()

@@ -25,6 +25,13 @@ of buyers whose units it forgot: they come back ``confirmed``, so the buyer
 sees the order again and a retry with the same ``Idempotency-Key`` is a
 ``duplicate``. Those ids also pick which ``confirmed`` tickets the host lacks.
 
+Payments (a sale with a payment timeout): ``awaiting_payment`` and ``paid``
+tickets count as ``confirmed`` ones (live, the hook ran), and an ``expired``
+one gave its units back. A host order whose ticket expired (its expiry hook
+has not cancelled it yet, or was dead-lettered) is left out and listed in
+:attr:`SaleReconciliation.expired_orders`, never taken again: its units were
+sold to someone else. (That needs order ids from the source.)
+
 Buyers whose Redis state changes while reconciliation reads the host
 (admitted, confirmed or cancelled meanwhile) are reported as in flight and left
 alone. Repairs are relative changes applied by one script
@@ -56,6 +63,8 @@ REPAIR_LEASE = 60.0
 REPAIR_WAIT = 10.0
 #: ``reason`` written on confirmed tickets the host does not have.
 STALE_REASON = "reconciled"
+#: Ticket statuses of orders whose hook ran and whose units are still held.
+SETTLED_LIVE = ("confirmed", "awaiting_payment", "paid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,7 @@ class UserDrift:
     held: int
     #: Units in the buyer's ``queued`` tickets.
     pending: int
-    #: Units in tickets Redis marks ``confirmed``.
+    #: Units in tickets Redis marks ``confirmed`` (or ``awaiting_payment``, ``paid``).
     confirmed: int
     #: Units in the host's orders.
     host: int
@@ -108,6 +117,9 @@ class SaleReconciliation:
     oversold: int = 0
     #: Extra notes (e.g. the sale vanished during the repair).
     notes: tuple[str, ...] = field(default=())
+    #: Host orders whose ticket is ``expired`` in Redis (their units went back
+    #: on sale): left out of the comparison; the expiry hook should cancel them.
+    expired_orders: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -141,6 +153,8 @@ class SaleReconciliation:
             lines.append(f"  remaining {_shown(self.remaining)} -> {_shown(after)}")
         for user in self.in_flight:
             lines.append(f"  {user}: changed during the check, left alone")
+        for ticket in self.expired_orders:
+            lines.append(f"  ticket {ticket} expired in Redis, still in the host (left out)")
         lines.extend(f"  {note}" for note in self.notes)
         if self.oversold:
             lines.append(
@@ -239,12 +253,32 @@ def _host(sale_id: str, raw: HostOrders) -> _Host:
     return _Host({u: n for u, n in units.items() if n}, orders)
 
 
+def _without_expired(sale_id: str, host: _Host, snap: _Snapshot) -> tuple[_Host, tuple[str, ...]]:
+    """The host's orders less those whose ticket expired in Redis, and those ticket ids."""
+    if host.orders is None:
+        return host, ()
+    gone = sorted(
+        token
+        for token in host.orders
+        if token in snap.tickets and snap.tickets[token].status == "expired"
+    )
+    if not gone:
+        return host, ()
+    units = dict(host.units)
+    orders = dict(host.orders)
+    for token in gone:
+        user, qty = orders.pop(token)
+        units[user] -= qty
+    kept = _Host({u: n for u, n in units.items() if n}, orders)
+    return kept, tuple(f"{sale_id}~{token}" for token in gone)
+
+
 def _judge(sale_id: str, snap: _Snapshot, host: _Host, user: str) -> UserDrift | None:
     held = snap.held.get(user, 0)
     mine = [t for t in snap.tickets.values() if t.user == user]
     pending = sum(t.quantity for t in mine if t.status == "queued")
     confirmed_tickets = sorted(
-        (t for t in mine if t.status == "confirmed"), key=lambda t: t.admitted_ms, reverse=True
+        (t for t in mine if t.status in SETTLED_LIVE), key=lambda t: t.admitted_ms, reverse=True
     )
     confirmed = sum(t.quantity for t in confirmed_tickets)
     units = host.units.get(user, 0)
@@ -340,6 +374,7 @@ class Reconciler:
         after = _snapshot(self.client, base)
         if after is None:
             raise SaleNotFound(f"sale {sale_id!r} was deleted during reconciliation")
+        host, expired_orders = _without_expired(sale_id, host, after)
         users = set(after.held) | set(host.units) | {t.user for t in after.tickets.values()}
         in_flight = sorted(
             u
@@ -362,6 +397,7 @@ class Reconciler:
             users=tuple(drifts),
             remaining_delta=remaining_delta,
             in_flight=tuple(in_flight),
+            expired_orders=expired_orders,
         )
 
     def _repair(self, found: SaleReconciliation, lock: FencedLock) -> SaleReconciliation:

@@ -1,7 +1,7 @@
 -- Repair one sale's counts after reconciliation, atomically with admissions.
 --
 -- KEYS[1] sale hash   KEYS[2] users hash   KEYS[3] the sale lock
--- KEYS[4 .. 3+s]   tickets to mark failed (if still 'confirmed')
+-- KEYS[4 .. 3+s]   tickets to mark failed (if still confirmed, awaiting_payment or paid)
 -- KEYS[4+s ..]     tickets to restore as 'confirmed' (if they do not exist)
 -- ARGV[1] holder token of the sale lock (the repair is refused without it)
 -- ARGV[2] change to 'remaining'   ARGV[3] reason written on marked tickets
@@ -27,8 +27,10 @@ for i = 7, 6 + 2 * pairs, 2 do
   local held = redis.call('HINCRBY', KEYS[2], ARGV[i], tonumber(ARGV[i + 1]))
   if held <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
 end
+local settled = {confirmed = true, awaiting_payment = true, paid = true}
 for i = 4, 3 + marked do
-  if redis.call('HGET', KEYS[i], 's') == 'confirmed' then
+  if settled[redis.call('HGET', KEYS[i], 's')] then
+    -- (an awaiting_payment one stays in the holds index until the worker drops it)
     redis.call('HSET', KEYS[i], 's', 'failed', 'r', ARGV[3])
   end
 end

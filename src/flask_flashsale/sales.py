@@ -10,6 +10,7 @@ from typing import Any
 from .errors import InvalidSaleId, SaleNotFound
 from .keys import Keys, check_sale_id
 from .models import Sale, from_millis, to_millis, to_price
+from .payments import payment_timeout_ms
 from .views import RESERVED_SALE_IDS
 
 
@@ -33,6 +34,7 @@ def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
         ends_at=from_millis(int(ends)) if ends else None,
         per_user_limit=int(data["limit"]),
         info=json.loads(data.get("info") or "{}"),
+        payment_timeout=int(data["pay"]) / 1000 if data.get("pay") else None,
     )
 
 
@@ -55,6 +57,7 @@ class SaleStore:
         ends_at: Any = None,
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
+        payment_timeout: float | None = None,
     ) -> Sale:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)
@@ -78,6 +81,7 @@ class SaleStore:
         if starts is not None and ends is not None and ends <= starts:
             raise ValueError("ends_at must be after starts_at")
         info_json = json.dumps(info or {}, separators=(",", ":"), default=str)
+        pay_ms = payment_timeout_ms(payment_timeout)
         self._create(
             keys=[self.keys.sale(sale_id)],
             args=[
@@ -87,6 +91,8 @@ class SaleStore:
                 "" if ends is None else ends,
                 per_user_limit,
                 info_json,
+                "pay",
+                "" if pay_ms is None else pay_ms,
             ],
         )
         self.client.sadd(self.keys.sales_index(), sale_id)
@@ -168,6 +174,7 @@ class SaleStore:
         doomed.append(k.retry(sale_id))
         doomed.append(k.attempts(sale_id))
         doomed.append(k.buyers(sale_id))
+        doomed += [k.holds(sale_id), k.payments(sale_id)]
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)

@@ -15,7 +15,8 @@ _signals = Namespace()
 order_admitted = _signals.signal("flashsale.order-admitted")
 
 #: Sent by the worker after ``order_handler`` succeeded and the ticket is
-#: ``confirmed``. Sender: the app; kwargs: ``order``.
+#: ``confirmed`` (on a sale with a payment timeout: ``awaiting_payment``, or
+#: ``paid`` when it was paid while queued). Sender: the app; kwargs: ``order``.
 order_confirmed = _signals.signal("flashsale.order-confirmed")
 
 #: Sent by the worker when an order failed for good and was compensated.
@@ -25,6 +26,11 @@ order_failed = _signals.signal("flashsale.order-failed")
 #: Sent by :meth:`FlashSale.cancel` when it cancelled an order (stock given
 #: back). Sender: the app; kwargs: ``ticket_id``, ``reason``.
 order_cancelled = _signals.signal("flashsale.order-cancelled")
+
+#: Sent by the worker that expired an unpaid hold (its ``pay_by`` passed: stock
+#: and the buyer's count given back, ticket ``expired``), once per hold.
+#: Sender: the app; kwargs: ``ticket`` (the expired :class:`~flask_flashsale.Ticket`).
+order_expired = _signals.signal("flashsale.order-expired")
 
 #: Sent when an admission takes the last unit of a sale. Sender: the app;
 #: kwargs: ``sale_id``.

@@ -21,6 +21,11 @@ leaves the mark on exactly the order in hand. An order is compensated only
 after its own hook raised ``FLASHSALE_MAX_ATTEMPTS`` times, or after its
 worker died with it in hand that many times; never for deliveries counted
 against it while it waited in someone's batch, and never once its hook returned.
+
+Each turn also expires the unpaid holds whose ``pay_by`` has passed (sales
+with a payment timeout, :mod:`.payments`): one bounded batch per sale and
+script, at most once per tick unless a batch was full. The expiry hook's
+calls come back through the stream, and are handled like orders.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from . import registry, signals
 from .errors import ConfigurationError
 from .models import Order
 from .orders import Delivery, OrderQueue
+from .payments import EXPIRY_BATCH, Payments, expired_ticket, is_expiry
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -179,6 +185,10 @@ class Worker:
             ticket_ttl=settings.ticket_ttl,
             on_change=state.cache.invalidate,
         )
+        #: Payments and expiry of unpaid holds, on the worker's client.
+        self.payments = Payments(self.client, state.keys, on_change=state.cache.invalidate)
+        self._next_expiry = 0.0
+        self._expiring = threading.Lock()
         self._consumers = [
             _Consumer(self.name if concurrency == 1 else f"{self.name}-{i}")
             for i in range(concurrency)
@@ -198,9 +208,10 @@ class Worker:
         # True while run()'s heartbeat thread renews the leases; otherwise
         # step() renews them between the orders of a batch.
         self._beating = False
-        #: Orders settled by outcome: ``confirmed``, ``failed``, ``settled``, plus ``retried``.
+        #: Orders settled by outcome: ``confirmed``, ``failed``, ``settled``, plus
+        #: ``retried``, and ``expired`` (unpaid holds this worker expired).
         self.counts: dict[str, int] = dict.fromkeys(
-            ("confirmed", "failed", "settled", "retried"), 0
+            ("confirmed", "failed", "settled", "retried", "expired"), 0
         )
         #: Seconds between progress lines (``INFO`` on ``flask_flashsale.worker``).
         self.progress_interval = PROGRESS_INTERVAL
@@ -266,11 +277,12 @@ class Worker:
         c = self._consumers[consumer]
         try:
             sales = self._discover()
+            expired = self._expire(sales)
             batch = self._claim(c, sales)
             if batch:
-                return self._step_careful(c, batch)
+                return expired + self._step_careful(c, batch)
             if not batch:
-                block = None if self.polling or self.burst else int(self.tick * 1000)
+                block = None if self.polling or self.burst or expired else int(self.tick * 1000)
                 batch = self.queue.read(
                     c.name, sales, block_ms=block, count=self.batch, split=self.polling
                 )
@@ -305,7 +317,7 @@ class Worker:
                 if not self._beating and time.monotonic() >= self._next_beat:
                     self._beat()  # no heartbeat thread (inline, step()): renew the leases here
             self._settle(c, confirms)
-            return done
+            return expired + done
         finally:
             # Stopping, or a failure (even a second signal inside a hook):
             # confirm the hooks that returned, hand back the orders not started.
@@ -405,23 +417,30 @@ class Worker:
         (:meth:`OrderQueue.start`); a failure takes it back.
         """
         settings = self.state.settings
+        expiry = is_expiry(d.fields)  # the expiry hook's call of an expired hold
         with self.app.app_context():
             order = d.order()
-            if status in ("cancelled", "failed"):
+            if status in ("cancelled", "failed") and not expiry:
                 confirms.add(d, None)  # acknowledged, the ticket stays as it is
             else:
                 try:
-                    handler = self._handler()
-                    if handler is None:
-                        raise ConfigurationError("no order handler registered")
-                    handler(order)
+                    if expiry:
+                        expiry_handler = self.state.ext._expiry_handler
+                        if expiry_handler is not None:
+                            expiry_handler(expired_ticket(d.sale_id, d.fields))
+                    else:
+                        handler = self._handler()
+                        if handler is None:
+                            raise ConfigurationError("no order handler registered")
+                        handler(order)
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"[:500]
                     failures = d.failures + 1
                     final = failures >= settings.max_attempts
                     log.log(
                         logging.ERROR if final else logging.WARNING,
-                        "order %s attempt %d/%d failed: %s",
+                        "%s %s attempt %d/%d failed: %s",
+                        "expiry hook of order" if expiry else "order",
                         order.id,
                         failures,
                         settings.max_attempts,
@@ -436,7 +455,7 @@ class Worker:
                         self._count("retried")
                     c.in_hand.pop(d.entry_id, None)
                 else:
-                    confirms.add(d, order)
+                    confirms.add(d, None if expiry else order)
 
     def _settle(self, c: _Consumer, confirms: _Confirms) -> None:
         """Confirm the orders waiting in ``confirms`` (one script call per sale)."""
@@ -445,6 +464,8 @@ class Worker:
         deliveries, orders = confirms.take()
         outcomes = self.queue.confirm_many(deliveries)
         for d, order, outcome in zip(deliveries, orders, outcomes, strict=True):
+            if outcome in ("awaiting_payment", "paid"):  # confirmed, with a payment timeout
+                outcome = "confirmed"
             self._count(outcome)
             c.in_hand.pop(d.entry_id, None)
             if outcome == "confirmed" and order is not None and signals.order_confirmed.receivers:
@@ -466,6 +487,11 @@ class Worker:
                 )
 
     def _fail(self, c: _Consumer, d: Delivery, reason: str) -> None:
+        if is_expiry(d.fields):
+            # The hold's stock is already back: its hook call is only dead-lettered.
+            if self.queue.compensate(c.name, d, f"expiry hook: {reason}") == "failed":
+                log.error("expiry hook of order %s given up (dead letter): %s", d.ticket_id, reason)
+            return
         outcome = self.queue.compensate(c.name, d, reason)
         self._count(outcome)
         if outcome == "failed":
@@ -549,7 +575,34 @@ class Worker:
 
     def _drained(self) -> bool:
         self._next_discovery = 0.0
-        return self.queue.backlog(self._discover()) == 0
+        sales = self._discover()
+        return self.queue.backlog(sales) == 0 and not self._expire(sales, force=True)
+
+    def _expire(self, sales: list[str], *, force: bool = False) -> int:
+        """Expire the unpaid holds that are due: one bounded batch per sale; how many.
+
+        At most once per tick (one consumer thread at a time), again at once
+        while batches come back full; ``force`` (a burst worker about to
+        exit): now. Sends ``order_expired`` for each hold this call expired.
+        """
+        now = time.monotonic()
+        if (not force and now < self._next_expiry) or not self._expiring.acquire(blocking=False):
+            return 0
+        try:
+            notify = self.state.ext._expiry_handler is not None
+            expired, full = self.payments.expire_due(sales, count=EXPIRY_BATCH, notify=notify)
+            self._next_expiry = now if full else now + self.tick
+        finally:
+            self._expiring.release()
+        if expired:
+            with self._lock:
+                self.counts["expired"] += len(expired)
+            log.debug("worker %s: %d unpaid hold(s) expired", self.name, len(expired))
+            if signals.order_expired.receivers:
+                with self.app.app_context():
+                    for ticket in expired:
+                        signals.order_expired.send(self.app, ticket=ticket)
+        return len(expired)
 
     def _heartbeat_loop(self, finished: threading.Event) -> None:
         # Runs until the loops are done (not merely asked to stop): the order
