@@ -186,6 +186,13 @@ def run_cancel(make_app: MakeApp) -> None:
         assert ext.get_sale("tee").remaining == 1  # type: ignore[union-attr]
 
 
+def run_payment_timeout(make_app: MakeApp) -> None:
+    app, ext = make_app()
+    run(the_block("docs/payments.rst", "payment_timeout=900"), app, ext)
+    with app.app_context():
+        assert ext.get_sale("tee").payment_timeout == 900  # type: ignore[union-attr]
+
+
 def run_lock(make_app: MakeApp) -> None:
     app, ext = make_app()
     run(the_block("docs/consistency.rst", '"import-prices"'), app, ext)
@@ -409,6 +416,12 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/worker.rst", "[Unit]", "other", "a systemd unit (its ExecStart is in the cli block)"),
     ("docs/worker.rst", "kind: ScaledObject", "other", "a Kubernetes manifest for KEDA"),
     ("docs/resilience.rst", "python -m benchmarks chaos", "other", check_chaos_commands),
+    ("docs/http.rst", '"status": "awaiting_payment"', "other", "a sample ticket answer"),
+    ("docs/payments.rst", "payment_timeout=900", "run", run_payment_timeout),
+    ("docs/payments.rst", "mark_paid() before pay_by", "other", "the state diagram"),
+    ("docs/payments.rst", "def payment_webhook", "compile", "needs the host's db and provider"),
+    ("docs/payments.rst", "def release(ticket)", "compile", "needs the host's MyOrder and db"),
+    ("docs/payments.rst", "TIMEOUT  AWAITING", "other", "a sample of status"),
 ]
 
 
