@@ -19,9 +19,14 @@ from .errors import (
     LimitReached,
     LockLost,
     LockNotAcquired,
+    NoQueue,
     NotInitializedError,
+    NotInQueue,
     NotStarted,
+    PassInvalid,
+    PassRequired,
     PayloadTooLarge,
+    QueueNotOpen,
     RateLimited,
     SaleNotFound,
     SoldOut,
@@ -32,6 +37,8 @@ from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
 from .signals import (
     breaker_state_changed,
+    buyer_queued,
+    buyer_ready,
     order_admitted,
     order_cancelled,
     order_confirmed,
@@ -39,6 +46,7 @@ from .signals import (
     request_rate_limited,
     sale_sold_out,
 )
+from .waiting import QueueStatus
 
 __version__ = "0.1.0"
 
@@ -58,10 +66,16 @@ __all__ = [
     "LimitReached",
     "LockLost",
     "LockNotAcquired",
+    "NoQueue",
+    "NotInQueue",
     "NotInitializedError",
     "NotStarted",
     "Order",
+    "PassInvalid",
+    "PassRequired",
     "PayloadTooLarge",
+    "QueueNotOpen",
+    "QueueStatus",
     "RateLimited",
     "Sale",
     "SaleNotFound",
@@ -70,6 +84,8 @@ __all__ = [
     "TicketNotFound",
     "UnsupportedMediaType",
     "breaker_state_changed",
+    "buyer_queued",
+    "buyer_ready",
     "order_admitted",
     "order_cancelled",
     "order_confirmed",

@@ -9,11 +9,15 @@
 -- ARGV[7] per-sale interval ms (0 = off)  ARGV[8] per-sale burst
 -- ARGV[9] events channel ('' = no sold-out event)
 -- ARGV[10] given-back tickets the buyer's list keeps beyond the per-user limit
+-- ARGV[11] the buyer's waiting-room pass as the web process verified it: '' none,
+--          else the queue epoch it was issued for ('-' for a pass that failed
+--          verification); read only when the sale has a waiting room
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
 -- rate_limited, the second field names the bucket that refused: user or sale.
 -- Order of checks: sale exists, idempotency (the same ticket again: the same
--- quantity replays it, another one is an idempotency_mismatch), window (on
+-- quantity replays it, another one is an idempotency_mismatch), the pass of a
+-- sale with a waiting room (its 'queue' epoch field is set), window (on
 -- Redis TIME), per-user limit, stock, token buckets (a sold-out answer beats
 -- a throttled one: it tells the client not to retry). Only a queued attempt
 -- writes anything: a refused one takes no token from any bucket.
@@ -25,7 +29,8 @@
 -- back). The list is a field of the sale's buyers hash (no key and no TTL
 -- per buyer: ~100 bytes a buyer), deleted with the sale.
 
-local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
+local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price',
+                        'queue')
 if not sale[1] then return {'not_found', '', -1, 0} end
 local remaining = tonumber(sale[1])
 
@@ -35,6 +40,11 @@ if known_qty then
     return {'idempotency_mismatch', '', remaining, 0}
   end
   return {'duplicate', ARGV[3], remaining, 0}
+end
+
+if sale[6] then
+  if ARGV[11] == '' then return {'pass_required', '', remaining, 0} end
+  if ARGV[11] ~= sale[6] then return {'pass_invalid', '', remaining, 0} end
 end
 
 local now = now_ms()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import datetime
@@ -14,6 +15,7 @@ from .errors import ConfigurationError, FlashSaleError, SaleNotFound
 from .extension import FlashSale
 from .keys import check_sale_id
 from .registry import live_workers
+from .waiting import QueueStats
 
 flashsale_cli = AppGroup("flashsale", help="Run and inspect flash sales.")
 
@@ -39,6 +41,15 @@ def _when(value: str | None) -> datetime | float | None:
 @click.option("--ends-at", default=None, help="ISO datetime with offset, or Unix seconds.")
 @click.option("--per-user-limit", type=int, default=1, show_default=True)
 @click.option("--info", default=None, help="JSON object of host data (name, image...).")
+@click.option(
+    "--fairness",
+    type=click.Choice(["none", "fifo", "lottery"]),
+    default="none",
+    show_default=True,
+    help="Waiting room: buyers queue, then order with a pass.",
+)
+@click.option("--admit-rate", type=float, default=None, help="Waiting room: buyers let through/s.")
+@click.option("--queue-opens-at", default=None, help="Default: 15 minutes before --starts-at.")
 def create_command(
     sale_id: str,
     stock: int,
@@ -47,6 +58,9 @@ def create_command(
     ends_at: str | None,
     per_user_limit: int,
     info: str | None,
+    fairness: str,
+    admit_rate: float | None,
+    queue_opens_at: str | None,
 ) -> None:
     """Define or replace a sale."""
     try:
@@ -58,6 +72,9 @@ def create_command(
             ends_at=_when(ends_at),
             per_user_limit=per_user_limit,
             info=json.loads(info) if info else None,
+            fairness=fairness,
+            admit_rate=admit_rate,
+            queue_opens_at=_when(queue_opens_at),
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
@@ -142,6 +159,9 @@ def status_command(as_json: bool) -> None:
     state = FlashSale.state(current_app)
     sales = {s.id: s for s in state.sales.list()}
     queues = state.orders.stats(sorted(sales))
+    waiting = {
+        sid: state.waiting.stats(sid) for sid in sorted(sales) if sales[sid].fairness != "none"
+    }
     workers = live_workers(state.client, state.keys)
     if as_json:
         doc = {
@@ -150,6 +170,7 @@ def status_command(as_json: bool) -> None:
                     **q.to_dict(),
                     "remaining": sales[q.sale_id].remaining,
                     "stock": sales[q.sale_id].stock,
+                    **_queue_json(waiting.get(q.sale_id)),
                 }
                 for q in queues
             ],
@@ -168,12 +189,29 @@ def status_command(as_json: bool) -> None:
             f"{q.sale_id:<24} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
+    for w_room in waiting.values():
+        if w_room is not None:
+            drawn = {None: "", True: ", drawn", False: ", not drawn yet"}[w_room.drawn]
+            click.echo(
+                f"{w_room.sale_id} queue: {w_room.fairness} {w_room.admit_rate:g}/s{drawn};"
+                f" joined {w_room.joined}, waiting {w_room.waiting},"
+                f" let through {w_room.let_through}, passes used {w_room.passes_used}"
+            )
     click.echo(f"\n{len(workers)} live worker(s)")
     for w in workers:
         click.echo(
             f"  {w.name}  host={w.host} pid={w.pid} threads={w.concurrency} {w.state}"
             f"  processed={w.processed} confirmed={w.confirmed} failed={w.failed}"
         )
+
+
+def _queue_json(stats: QueueStats | None) -> dict[str, object]:
+    """The ``queue`` member of a sale in ``status --json`` (none without a waiting room)."""
+    if stats is None:
+        return {}
+    doc = dataclasses.asdict(stats)
+    del doc["sale_id"]
+    return {"queue": doc}
 
 
 #: Dead letters read per round trip while ``dead-letters`` pages through a stream.

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_METRICS": None,
     "FLASHSALE_METRICS_PATH": None,
     "FLASHSALE_ALLOWED_ORIGINS": (),
+    "FLASHSALE_PASS_TTL": 120,
 }
 
 
@@ -88,6 +89,8 @@ class Settings:
     metrics_path: str | None = None
     #: Origins besides the app's own that may send unsafe requests (normalised).
     allowed_origins: frozenset[str] = frozenset()
+    #: Seconds a waiting room's pass lives once the buyer is ready.
+    pass_ttl: float = 120.0
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -165,6 +168,7 @@ def load(config: Any) -> Settings:
         metrics=_metrics_enabled(config),
         metrics_path=_metrics_path(config),
         allowed_origins=_allowed_origins(config),
+        pass_ttl=_number(config, "FLASHSALE_PASS_TTL", float, 0.001),
     )
 
 

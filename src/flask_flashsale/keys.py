@@ -13,6 +13,8 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:retry           zset: stream entry id -> when its next attempt is due (ms)
     <prefix>:{<sale>}:attempts        hash: hook failures and worker deaths of pending orders
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
+    <prefix>:{<sale>}:queue           hash: the waiting room (epoch, places, outflow, lottery draw)
+    <prefix>:{<sale>}:places          hash: user id -> "<join index> <ready ms>" (its places)
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
@@ -105,6 +107,17 @@ class Keys:
         Fields go when the order is settled.
         """
         return f"{self.prefix}:{{{sale_id}}}:attempts"
+
+    def queue(self, sale_id: str) -> str:
+        """Hash of the sale's waiting room: epoch, places given, outflow state, lottery draw."""
+        return f"{self.prefix}:{{{sale_id}}}:queue"
+
+    def places(self, sale_id: str) -> str:
+        """Hash of the waiting room's places: user id -> ``"<join index> <ready ms>"``.
+
+        The ready time is empty for a lottery's early joiners until the draw.
+        """
+        return f"{self.prefix}:{{{sale_id}}}:places"
 
     def workers(self) -> str:
         """Set of registered worker names."""

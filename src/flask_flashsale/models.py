@@ -8,6 +8,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 SaleStatus = Literal["upcoming", "active", "sold_out", "ended"]
+#: How a sale lets buyers in: no waiting room, a FIFO queue, or a lottery then FIFO.
+Fairness = Literal["none", "fifo", "lottery"]
 AdmissionStatus = Literal[
     "queued",
     "duplicate",
@@ -19,6 +21,8 @@ AdmissionStatus = Literal[
     "rate_limited",
     "not_found",
     "busy",
+    "pass_required",
+    "pass_invalid",
 ]
 TicketStatus = Literal["queued", "confirmed", "failed", "cancelled"]
 
@@ -80,6 +84,13 @@ class Sale:
     per_user_limit: int
     #: Host data (name, image...) passed to ``create_sale`` and returned by the API.
     info: dict[str, Any]
+    #: Waiting room: ``"none"`` (orders go straight to admission), ``"fifo"`` or
+    #: ``"lottery"`` (buyers queue and order with a pass; see :doc:`/fairness`).
+    fairness: Fairness = "none"
+    #: Buyers the waiting room lets through per second (``None`` without one).
+    admit_rate: float | None = None
+    #: When the waiting room opens (``None``: without one, or open from creation).
+    queue_opens_at: datetime | None = None
 
     @property
     def status(self) -> SaleStatus:
@@ -108,6 +119,11 @@ class Sale:
             "ends_at": None if self.ends_at is None else self.ends_at.isoformat(),
             "per_user_limit": self.per_user_limit,
             "info": self.info,
+            "fairness": self.fairness,
+            "admit_rate": self.admit_rate,
+            "queue_opens_at": (
+                None if self.queue_opens_at is None else self.queue_opens_at.isoformat()
+            ),
         }
 
 
@@ -122,7 +138,9 @@ class Admission:
     #: was used before with another quantity; nothing was written),
     #: ``sold_out``, ``limit_reached``, ``not_started``, ``ended``,
     #: ``rate_limited``, ``not_found`` (or ``busy`` from the
-    #: ``optimistic``/``lock`` strategies when contention outlasts their retries).
+    #: ``optimistic``/``lock`` strategies when contention outlasts their retries);
+    #: for a sale with a waiting room, ``pass_required`` (no pass given) or
+    #: ``pass_invalid`` (not a valid, unexpired pass for this buyer and sale).
     status: AdmissionStatus
     #: Ticket of the admitted order (``queued`` and ``duplicate``).
     ticket_id: str | None = None

@@ -57,8 +57,14 @@ class InventoryStrategy(Protocol):
     #: ``lua``, ``optimistic`` or ``lock``.
     name: str
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
-        """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome."""
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+    ) -> Admission:
+        """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome.
+
+        ``pass_epoch``: the buyer's waiting-room pass as verified by the web
+        process (``""`` none, else the queue epoch it names; ``"-"`` invalid).
+        """
         ...
 
 
@@ -114,7 +120,8 @@ class _WatchedAdmission:
 
     Mirrors ``admission.lua`` check for check: sale exists, idempotency (the
     ticket key is known before the attempt; another quantity under the same
-    key is an ``idempotency_mismatch``), window on Redis ``TIME``, per-user
+    key is an ``idempotency_mismatch``), the pass of a sale with a waiting
+    room, window on Redis ``TIME``, per-user
     limit, stock; and write for write, the buyer's ticket list included.
     Reads run on a pipeline in ``WATCH`` mode, so the write is refused if any
     watched key changed since.
@@ -138,11 +145,17 @@ class _WatchedAdmission:
         )
 
     def judge(
-        self, pipe: Any, k: _SaleKeys, user_id: str, quantity: int, ticket_id: str
+        self,
+        pipe: Any,
+        k: _SaleKeys,
+        user_id: str,
+        quantity: int,
+        ticket_id: str,
+        pass_epoch: str = "",
     ) -> Admission | _Plan:
         """Read (watched) state and decide: a refusal, or a plan to write."""
-        raw_remaining, starts, ends, limit, price = pipe.hmget(
-            k.sale, "remaining", "starts", "ends", "limit", "price"
+        raw_remaining, starts, ends, limit, price, queue = pipe.hmget(
+            k.sale, "remaining", "starts", "ends", "limit", "price", "queue"
         )
         if raw_remaining is None:
             return Admission(status="not_found")
@@ -154,6 +167,10 @@ class _WatchedAdmission:
             if int(known_quantity) != quantity:
                 return Admission(status="idempotency_mismatch", remaining=remaining)
             return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
+        if queue is not None and pass_epoch != queue:
+            if pass_epoch:
+                return Admission(status="pass_invalid", remaining=remaining)
+            return Admission(status="pass_required", remaining=remaining)
         seconds, micros = pipe.time()
         now = int(seconds) * 1000 + int(micros) // 1000
         if starts and now < int(starts):
@@ -241,7 +258,9 @@ class OptimisticStrategy:
             client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
         )
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+    ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         core = self._core
         k = core.sale_keys(sale_id, user_id, token)
@@ -255,7 +274,7 @@ class OptimisticStrategy:
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(k.sale, k.users, k.ticket)
-                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, pass_epoch)
                     if isinstance(outcome, Admission):
                         return outcome
                     return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
@@ -335,7 +354,9 @@ class LockStrategy:
             thread_local=False,
         )
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+    ) -> Admission:
         """Admit while holding the sale lock.
 
         Threads of one process first queue on a local lock, so only
@@ -352,7 +373,7 @@ class LockStrategy:
                 lock.acquire()
             except LockNotAcquired:
                 return self._busy("lock_timeouts")
-            return self._admit_locked(lock, sale_id, user_id, quantity, token)
+            return self._admit_locked(lock, sale_id, user_id, quantity, token, pass_epoch)
         finally:
             gate.release()
 
@@ -362,7 +383,13 @@ class LockStrategy:
         return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
 
     def _admit_locked(
-        self, lock: FencedLock, sale_id: str, user_id: str, quantity: int, token: str
+        self,
+        lock: FencedLock,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        pass_epoch: str = "",
     ) -> Admission:
         core = self._core
         k = core.sale_keys(sale_id, user_id, token)
@@ -373,7 +400,7 @@ class LockStrategy:
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(lock.key, k.sale, k.users, k.ticket)
-                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, pass_epoch)
                         if isinstance(outcome, Admission):
                             return outcome
                         return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
