@@ -86,6 +86,20 @@ def test_an_expired_pass_is_refused(make_app: MakeApp) -> None:
     problem(order(app.test_client(), "ann", token), 403, "pass_invalid")
 
 
+@pytest.mark.parametrize("strategy", ["lua", "optimistic", "lock"])
+def test_redis_refuses_an_expired_pass_even_when_the_web_clock_is_behind(
+    make_app: MakeApp, strategy: str
+) -> None:
+    app, flashsale = make_app(FLASHSALE_PASS_TTL=0.3, FLASHSALE_INVENTORY_STRATEGY=strategy)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=10, fairness="fifo", admit_rate=100)
+        token = ready_pass(flashsale, "tee", "ann")
+        time.sleep(0.35)
+        FlashSale.state(app).waiting.offset_ms -= 60_000  # this host thinks it is a minute ago
+        assert flashsale.place_order("tee", "ann", queue_pass=token).status == "pass_invalid"
+        assert flashsale.get_sale("tee").remaining == 10  # type: ignore[union-attr]
+
+
 def test_a_pass_of_a_queue_started_over_is_refused(queued: FlashSale, client: Any) -> None:
     token = ready_pass(queued, "tee", "ann")
     queued.delete_sale("tee")

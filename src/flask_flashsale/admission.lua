@@ -10,8 +10,9 @@
 -- ARGV[9] events channel ('' = no sold-out event)
 -- ARGV[10] given-back tickets the buyer's list keeps beyond the per-user limit
 -- ARGV[11] the buyer's waiting-room pass as the web process verified it: '' none,
---          else the queue epoch it was issued for ('-' for a pass that failed
---          verification); read only when the sale has a waiting room
+--          else '<queue epoch> <expiry ms>' ('-' for a pass that failed
+--          verification); read only when the sale has a waiting room, whose
+--          epoch must match and whose expiry is checked on Redis TIME
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
 -- rate_limited, the second field names the bucket that refused: user or sale.
@@ -42,12 +43,16 @@ if known_qty then
   return {'duplicate', ARGV[3], remaining, 0}
 end
 
+local pass_expires
 if sale[6] then
   if ARGV[11] == '' then return {'pass_required', '', remaining, 0} end
-  if ARGV[11] ~= sale[6] then return {'pass_invalid', '', remaining, 0} end
+  local epoch, expires = string.match(ARGV[11], '^(%S+) (%d+)$')
+  if epoch ~= sale[6] then return {'pass_invalid', '', remaining, 0} end
+  pass_expires = tonumber(expires)
 end
 
 local now = now_ms()
+if pass_expires and now >= pass_expires then return {'pass_invalid', '', remaining, 0} end
 local starts = tonumber(sale[2])
 if starts and now < starts then return {'not_started', '', remaining, starts - now} end
 local ends = tonumber(sale[3])

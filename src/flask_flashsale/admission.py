@@ -88,13 +88,14 @@ class LuaStrategy:
         self._slack = str(BUYER_INDEX_SLACK)
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
     ) -> Admission:
         """Run the admission script once and translate its reply.
 
-        ``pass_epoch`` is the buyer's waiting-room pass as verified in this
+        ``verified_pass`` is the buyer's waiting-room pass as verified in this
         process (see :meth:`~flask_flashsale.waiting.WaitingRoom.check_pass`):
-        ``""`` for none, the queue epoch it names, or ``"-"`` for an invalid one.
+        ``""`` for none, ``"<queue epoch> <expiry ms>"``, or ``"-"`` for an
+        invalid one.
         """
         base = self.keys.sale_base(sale_id)
         ticket_id = f"{sale_id}~{token}"
@@ -117,7 +118,7 @@ class LuaStrategy:
                 *self._sale_bucket,
                 self._events,
                 self._slack,
-                pass_epoch,
+                verified_pass,
             ],
         )
         status, ticket, remaining, wait_ms = reply

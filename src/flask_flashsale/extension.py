@@ -353,10 +353,10 @@ class FlashSale:
         epoch = cache.epoch
         secret = state.secret if idempotency_key is not None else b""
         token = ticket_token(secret, sale_id, uid, idempotency_key)
-        pass_epoch = ""
+        verified_pass = ""
         if queue_pass is not None:
-            pass_epoch = state.waiting.check_pass(sale_id, uid, queue_pass)
-        admission = state.strategy.admit(sale_id, uid, quantity, token, pass_epoch)
+            verified_pass = state.waiting.check_pass(sale_id, uid, queue_pass)
+        admission = state.strategy.admit(sale_id, uid, quantity, token, verified_pass)
         if admission.remaining == 0 and admission.status in ("sold_out", "queued"):
             cache.note_sold_out(sale_id, epoch)
         if admission.status == "queued":

@@ -58,12 +58,12 @@ class InventoryStrategy(Protocol):
     name: str
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
     ) -> Admission:
         """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome.
 
-        ``pass_epoch``: the buyer's waiting-room pass as verified by the web
-        process (``""`` none, else the queue epoch it names; ``"-"`` invalid).
+        ``verified_pass``: the buyer's waiting-room pass as verified by the web
+        process: ``""`` none, ``"<queue epoch> <expiry ms>"``, ``"-"`` invalid.
         """
         ...
 
@@ -151,7 +151,7 @@ class _WatchedAdmission:
         user_id: str,
         quantity: int,
         ticket_id: str,
-        pass_epoch: str = "",
+        verified_pass: str = "",
     ) -> Admission | _Plan:
         """Read (watched) state and decide: a refusal, or a plan to write."""
         raw_remaining, starts, ends, limit, price, queue = pipe.hmget(
@@ -167,12 +167,15 @@ class _WatchedAdmission:
             if int(known_quantity) != quantity:
                 return Admission(status="idempotency_mismatch", remaining=remaining)
             return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
-        if queue is not None and pass_epoch != queue:
-            if pass_epoch:
+        epoch, _, expires = verified_pass.partition(" ")
+        if queue is not None and epoch != queue:
+            if verified_pass:
                 return Admission(status="pass_invalid", remaining=remaining)
             return Admission(status="pass_required", remaining=remaining)
         seconds, micros = pipe.time()
         now = int(seconds) * 1000 + int(micros) // 1000
+        if queue is not None and now >= int(expires or 0):
+            return Admission(status="pass_invalid", remaining=remaining)
         if starts and now < int(starts):
             wait = int(starts) - now
             return Admission(status="not_started", remaining=remaining, retry_after=wait / 1000.0)
@@ -259,7 +262,7 @@ class OptimisticStrategy:
         )
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
     ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         core = self._core
@@ -274,7 +277,7 @@ class OptimisticStrategy:
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(k.sale, k.users, k.ticket)
-                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, pass_epoch)
+                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
                     if isinstance(outcome, Admission):
                         return outcome
                     return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
@@ -355,7 +358,7 @@ class LockStrategy:
         )
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, pass_epoch: str = ""
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
     ) -> Admission:
         """Admit while holding the sale lock.
 
@@ -373,7 +376,7 @@ class LockStrategy:
                 lock.acquire()
             except LockNotAcquired:
                 return self._busy("lock_timeouts")
-            return self._admit_locked(lock, sale_id, user_id, quantity, token, pass_epoch)
+            return self._admit_locked(lock, sale_id, user_id, quantity, token, verified_pass)
         finally:
             gate.release()
 
@@ -389,7 +392,7 @@ class LockStrategy:
         user_id: str,
         quantity: int,
         token: str,
-        pass_epoch: str = "",
+        verified_pass: str = "",
     ) -> Admission:
         core = self._core
         k = core.sale_keys(sale_id, user_id, token)
@@ -400,7 +403,7 @@ class LockStrategy:
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(lock.key, k.sale, k.users, k.ticket)
-                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, pass_epoch)
+                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
                         if isinstance(outcome, Admission):
                             return outcome
                         return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)

@@ -388,13 +388,13 @@ class WaitingRoom:
         return _Place(payload[2], payload[3], bool(payload[4]))
 
     def check_pass(self, sale_id: str, user_id: str, token: str) -> str:
-        """Verify a pass in this process: the queue epoch it was issued for, or ``"-"``.
+        """Verify a pass in this process: ``"<queue epoch> <expiry ms>"``, or ``"-"``.
 
-        ``"-"`` (never an epoch) when it is forged, expired (on Redis time as
-        estimated here), or issued to another buyer or for another sale. The
-        admission script compares the epoch with the sale's, which also refuses
-        passes of a queue that was started over (sale deleted, or re-created
-        with another fairness mode).
+        ``"-"`` when it is forged, expired (on Redis time as estimated here),
+        or issued to another buyer or for another sale. The admission script
+        compares the epoch with the sale's, which also refuses passes of a
+        queue that was started over (sale deleted, or re-created with another
+        fairness mode), and the expiry with Redis ``TIME``.
         """
         try:
             payload = self._serializer(_PASS_SALT, user_id).loads(token)
@@ -407,9 +407,10 @@ class WaitingRoom:
             and isinstance(payload[2], int)
             and isinstance(payload[3], str)
             and payload[3]
+            and " " not in payload[3]
             and self.now_ms() < payload[2]
         ):
-            return payload[3]
+            return f"{payload[3]} {payload[2]}"
         return "-"
 
     def _pass(self, sale_id: str, user_id: str, position: int, expires: int, epoch: str) -> str:
@@ -429,9 +430,23 @@ class WaitingRoom:
         now: int,
         *,
         sold_out: bool,
+        sent: str | None = None,
     ) -> QueueStatus:
+        """The answer for ``place`` at Redis time ``now``.
+
+        ``sent`` is the place token ``place`` was read from: an answer that
+        does not change the place returns it as it is instead of signing anew.
+        """
         position, ready = (None, None) if place is None else self._locate(sale_id, snap, place)
         common: dict[str, Any] = {"sale_id": sale_id, "user_id": user_id, "position": position}
+
+        def token(p: _Place) -> str:
+            return (
+                sent
+                if sent is not None and p == place
+                else self._place_token(sale_id, user_id, snap, p)
+            )
+
         if place is None or (snap.ends is not None and now >= snap.ends) or sold_out:
             # Terminal answers; a join refused for want of stock has no place.
             ended = snap.ends is not None and now >= snap.ends
@@ -441,9 +456,7 @@ class WaitingRoom:
                 ahead=None,
                 eta_seconds=None,
                 poll_after=None,
-                place_token=None
-                if place is None
-                else self._place_token(sale_id, user_id, snap, place),
+                place_token=None if place is None else token(place),
             )
         if ready is None or now < ready:
             if ready is None:  # an early lottery place: the draw is at the start
@@ -462,7 +475,7 @@ class WaitingRoom:
                 ahead=ahead,
                 eta_seconds=round(wait, 3),
                 poll_after=_poll_after(wait),
-                place_token=self._place_token(sale_id, user_id, snap, place),
+                place_token=token(place),
             )
         assert position is not None
         expires = ready + self._ttl_ms
@@ -473,7 +486,7 @@ class WaitingRoom:
                 ahead=0,
                 eta_seconds=None,
                 poll_after=None,
-                place_token=self._place_token(sale_id, user_id, snap, place),
+                place_token=token(place),
             )
         if not place.ready_seen:
             self._ready_signal(sale_id, user_id, position, expires)
@@ -486,7 +499,7 @@ class WaitingRoom:
             poll_after=round((expires - now) / 1000.0, 3),
             pass_token=self._pass(sale_id, user_id, position, expires, snap.epoch),
             pass_expires_at=from_millis(expires),
-            place_token=self._place_token(sale_id, user_id, snap, seen),
+            place_token=token(seen),
         )
 
     def _ready_signal(self, sale_id: str, user_id: str, position: int, expires: int) -> None:
@@ -558,12 +571,19 @@ class WaitingRoom:
             snap = self.snapshot(sale_id)
             place = self._read_place(place_token, sale_id, uid, snap.epoch)
         if place is None:
+            place_token = None
             _, snap, record = self._run(self._poll, sale_id, [uid, secrets.token_hex(16)])
             if not record:
                 raise NotInQueue(f"{uid!r} has not joined the queue of {sale_id!r}")
             place = _parse_place(record)
         return self._status(
-            sale_id, uid, snap, place, self.now_ms(), sold_out=self._sold_out(sale_id, snap)
+            sale_id,
+            uid,
+            snap,
+            place,
+            self.now_ms(),
+            sold_out=self._sold_out(sale_id, snap),
+            sent=place_token,
         )
 
     def stats(self, sale_id: str) -> QueueStats | None:
@@ -596,5 +616,12 @@ class WaitingRoom:
 
 
 def _poll_after(wait: float) -> float:
-    """Half the wait, within :data:`POLL_AFTER_MIN` .. :data:`POLL_AFTER_MAX` seconds."""
+    """When a waiting buyer should poll again (seconds).
+
+    Half the wait, within :data:`POLL_AFTER_MIN` .. :data:`POLL_AFTER_MAX`;
+    a buyer less than :data:`POLL_AFTER_MIN` from the front comes back just
+    after its ready time instead (10 ms later, for the clocks' sake).
+    """
+    if wait <= POLL_AFTER_MIN:
+        return round(wait + 0.01, 3)
     return round(min(POLL_AFTER_MAX, max(POLL_AFTER_MIN, wait / 2)), 3)
