@@ -1,4 +1,5 @@
-"""Entry point: ``python -m benchmarks {http,strategies,worker,sellout,redis-ceiling,soak,chart}``.
+"""Entry point: ``python -m benchmarks {http,strategies,worker,sellout,redis-ceiling,soak,queue,
+chart}``.
 
 Run from the repository root. This checkout's ``src/`` goes first on the path
 (here and in every process a benchmark starts), so the numbers are always
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "sellout": "benchmarks.sellout",
     "redis-ceiling": "benchmarks.redis_ceiling",
     "soak": "benchmarks.soak",
+    "queue": "benchmarks.queue_bench",
 }
 
 

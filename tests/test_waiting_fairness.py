@@ -188,7 +188,7 @@ def test_at_most_rate_times_t_plus_burst_buyers_are_let_through_in_any_t_seconds
         at = redis_now(redis_client) * 1000
         ready = sum(s.status == "ready" for s in now.values())
         samples.append((at - first, ready))
-        assert ready <= rate * (at - first) / 1000 + rate
+        assert ready <= rate * (at - first + 2) / 1000 + rate  # 2 ms: clock estimates
         if ready == buyers:
             break
         time.sleep(0.03)
@@ -212,9 +212,9 @@ def test_a_quiet_queue_banks_no_more_than_one_burst(flashsale: FlashSale) -> Non
 
 @pytest.mark.slow
 def test_buyers_who_never_order_hold_back_nobody(make_app: MakeApp) -> None:
-    """60 buyers, admit_rate 20, passes of 0.5 s: every second buyer never polls
+    """60 buyers, admit_rate 20, passes of 1 s: every second buyer never polls
     or orders; the others are let through on schedule and all get their order."""
-    rate, ttl = 20, 0.5
+    rate, ttl = 20, 1.0
     app, flashsale = make_app(FLASHSALE_PASS_TTL=ttl)
     users = [f"u{i}" for i in range(60)]
     with app.app_context():

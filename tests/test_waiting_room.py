@@ -469,3 +469,32 @@ def test_cli_create_refuses_a_queue_without_admit_rate(make_app: MakeApp) -> Non
     )
     assert result.exit_code != 0
     assert "admit_rate" in result.output and "Traceback" not in result.output
+
+
+def test_the_openapi_document_describes_the_queue_and_the_pass(client: Any) -> None:
+    doc = client.get(f"{PREFIX}/openapi.json").get_json()
+    queue = doc["paths"][f"{PREFIX}/{{sale_id}}/queue"]
+    assert queue["post"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/QueueStatus"
+    }
+    assert {"401", "403", "404", "409", "429", "503"} <= set(queue["post"]["responses"])
+    assert {"401", "404", "409", "503"} <= set(queue["get"]["responses"])
+    assert PLACE_HEADER in queue["get"]["responses"]["200"]["headers"]
+    assert [p["name"] for p in queue["get"]["parameters"] if p["in"] == "header"] == [PLACE_HEADER]
+    fields = doc["components"]["schemas"]["QueueStatus"]["properties"]
+    assert set(fields) == {
+        "status",
+        "position",
+        "ahead",
+        "eta_seconds",
+        "poll_after",
+        "pass",
+        "pass_expires_at",
+    }
+    order = doc["paths"][f"{PREFIX}/{{sale_id}}/order"]["post"]
+    assert {"FlashSalePass": []} in order["security"] and {} in order["security"]
+    scheme = doc["components"]["securitySchemes"]["FlashSalePass"]
+    assert (scheme["in"], scheme["name"]) == ("header", "FlashSale-Pass")
+    codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert {"pass_required", "pass_invalid", "no_queue", "not_in_queue", "queue_not_open"} <= codes
+    assert "fairness" in doc["components"]["schemas"]["Sale"]["properties"]
