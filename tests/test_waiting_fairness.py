@@ -13,7 +13,7 @@ import pytest
 import redis as redis_lib
 
 from flask_flashsale import FlashSale, QueueStatus
-from flask_flashsale.waiting import REFRESH_SECONDS
+from flask_flashsale.waiting import REFRESH_SECONDS, lottery_positions
 
 from .conftest import MakeApp, build_app, wait_for
 from .queue_helpers import join_all, join_crowd, ready_ms, redis_now, wait_until
@@ -134,6 +134,23 @@ def test_lottery_first_places_are_uniform_over_the_early_joiners(make_app: MakeA
     print(f"\nplace 1 by join order: {counts}, chi2 = {stat:.1f}; 10x10 chi2 = {full:.1f}")
     assert stat < CHI2_9DF_1E6
     assert full < CHI2_81DF_1E6
+
+
+def test_every_process_derives_the_same_draw_from_the_seed() -> None:
+    assert list(lottery_positions("seed-a", 10)) == list(lottery_positions("seed-a", 10))
+    assert list(lottery_positions("seed-a", 10)) != list(lottery_positions("seed-b", 10))
+    assert sorted(lottery_positions("seed-a", 1000)) == list(range(1, 1001))
+    assert list(lottery_positions("x", 0)) == [] and list(lottery_positions("x", 1)) == [1]
+
+
+def test_the_shuffle_alone_is_uniform_over_many_seeds() -> None:
+    """20,000 draws of 10 (no Redis): each join index equally likely at each place."""
+    table = [[0] * EARLY for _ in range(EARLY)]
+    for n in range(20_000):
+        for joined, place in enumerate(lottery_positions(f"s{n}", EARLY)):
+            table[joined][place - 1] += 1
+    assert chi_square([row[0] for row in table], 20_000 / EARLY) < CHI2_9DF_1E6
+    assert chi_square([c for row in table for c in row], 20_000 / EARLY) < CHI2_81DF_1E6
 
 
 def test_late_joiners_queue_fifo_behind_every_early_joiner(flashsale: FlashSale) -> None:

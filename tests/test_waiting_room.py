@@ -498,3 +498,28 @@ def test_the_openapi_document_describes_the_queue_and_the_pass(client: Any) -> N
     codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert {"pass_required", "pass_invalid", "no_queue", "not_in_queue", "queue_not_open"} <= codes
     assert "fairness" in doc["components"]["schemas"]["Sale"]["properties"]
+
+
+def test_cli_create_takes_when_the_queue_opens(make_app: MakeApp) -> None:
+    app, _ = make_app()
+    result = app.test_cli_runner().invoke(
+        flashsale_cli,
+        [
+            "create",
+            "tee",
+            "--stock",
+            "5",
+            "--fairness",
+            "fifo",
+            "--admit-rate",
+            "2.5",
+            "--starts-at",
+            "2031-05-01T09:00:00+00:00",
+            "--queue-opens-at",
+            "2031-05-01T08:00:00+00:00",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    printed = __import__("json").loads(result.output)
+    assert (printed["fairness"], printed["admit_rate"]) == ("fifo", 2.5)
+    assert printed["queue_opens_at"] == "2031-05-01T08:00:00+00:00"
