@@ -27,6 +27,7 @@ BENCHMARKS = {
     "redis-ceiling": "benchmarks.redis_ceiling",
     "soak": "benchmarks.soak",
     "chaos": "benchmarks.chaos",
+    "queue": "benchmarks.queue_bench",
 }
 
 

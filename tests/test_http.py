@@ -260,6 +260,7 @@ def test_openapi_document_describes_every_endpoint(client: Any) -> None:
         f"{PREFIX}/{{sale_id}}",
         f"{PREFIX}/{{sale_id}}/order",
         f"{PREFIX}/{{sale_id}}/orders",
+        f"{PREFIX}/{{sale_id}}/queue",
         f"{PREFIX}/orders/{{ticket_id}}",
         f"{PREFIX}/openapi.json",
     }

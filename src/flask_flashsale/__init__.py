@@ -20,11 +20,16 @@ from .errors import (
     LimitReached,
     LockLost,
     LockNotAcquired,
+    NoQueue,
     NotInitializedError,
+    NotInQueue,
     NotStarted,
+    PassInvalid,
+    PassRequired,
     PayloadTooLarge,
     PaymentRefused,
     PaymentTooLate,
+    QueueNotOpen,
     RateLimited,
     SaleNotFound,
     SoldOut,
@@ -35,6 +40,8 @@ from .extension import FlashSale, FlashSaleState
 from .models import Admission, Order, Sale, Ticket
 from .signals import (
     breaker_state_changed,
+    buyer_queued,
+    buyer_ready,
     order_admitted,
     order_cancelled,
     order_confirmed,
@@ -43,6 +50,7 @@ from .signals import (
     request_rate_limited,
     sale_sold_out,
 )
+from .waiting import QueueStatus
 
 __version__ = "0.1.0"
 
@@ -63,12 +71,18 @@ __all__ = [
     "LimitReached",
     "LockLost",
     "LockNotAcquired",
+    "NoQueue",
+    "NotInQueue",
     "NotInitializedError",
     "NotStarted",
     "Order",
+    "PassInvalid",
+    "PassRequired",
     "PayloadTooLarge",
     "PaymentRefused",
     "PaymentTooLate",
+    "QueueNotOpen",
+    "QueueStatus",
     "RateLimited",
     "Sale",
     "SaleNotFound",
@@ -77,6 +91,8 @@ __all__ = [
     "TicketNotFound",
     "UnsupportedMediaType",
     "breaker_state_changed",
+    "buyer_queued",
+    "buyer_ready",
     "order_admitted",
     "order_cancelled",
     "order_confirmed",

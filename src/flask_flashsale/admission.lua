@@ -9,11 +9,16 @@
 -- ARGV[7] per-sale interval ms (0 = off)  ARGV[8] per-sale burst
 -- ARGV[9] events channel ('' = no sold-out event)
 -- ARGV[10] given-back tickets the buyer's list keeps beyond the per-user limit
+-- ARGV[11] the buyer's waiting-room pass as the web process verified it: '' none,
+--          else '<queue epoch> <expiry ms>' ('-' for a pass that failed
+--          verification); read only when the sale has a waiting room, whose
+--          epoch must match and whose expiry is checked on Redis TIME
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
 -- rate_limited, the second field names the bucket that refused: user or sale.
 -- Order of checks: sale exists, idempotency (the same ticket again: the same
--- quantity replays it, another one is an idempotency_mismatch), window (on
+-- quantity replays it, another one is an idempotency_mismatch), the pass of a
+-- sale with a waiting room (its 'queue' epoch field is set), window (on
 -- Redis TIME), per-user limit, stock, token buckets (a sold-out answer beats
 -- a throttled one: it tells the client not to retry). Only a queued attempt
 -- writes anything: a refused one takes no token from any bucket.
@@ -25,7 +30,8 @@
 -- back). The list is a field of the sale's buyers hash (no key and no TTL
 -- per buyer: ~100 bytes a buyer), deleted with the sale.
 
-local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price')
+local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'price',
+                        'queue')
 if not sale[1] then return {'not_found', '', -1, 0} end
 local remaining = tonumber(sale[1])
 
@@ -37,7 +43,16 @@ if known_qty then
   return {'duplicate', ARGV[3], remaining, 0}
 end
 
+local pass_expires
+if sale[6] then
+  if ARGV[11] == '' then return {'pass_required', '', remaining, 0} end
+  local epoch, expires = string.match(ARGV[11], '^(%S+) (%d+)$')
+  if epoch ~= sale[6] then return {'pass_invalid', '', remaining, 0} end
+  pass_expires = tonumber(expires)
+end
+
 local now = now_ms()
+if pass_expires and now >= pass_expires then return {'pass_invalid', '', remaining, 0} end
 local starts = tonumber(sale[2])
 if starts and now < starts then return {'not_started', '', remaining, starts - now} end
 local ends = tonumber(sale[3])

@@ -87,8 +87,16 @@ class LuaStrategy:
         self._events = events_channel
         self._slack = str(BUYER_INDEX_SLACK)
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
-        """Run the admission script once and translate its reply."""
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+    ) -> Admission:
+        """Run the admission script once and translate its reply.
+
+        ``verified_pass`` is the buyer's waiting-room pass as verified in this
+        process (see :meth:`~flask_flashsale.waiting.WaitingRoom.check_pass`):
+        ``""`` for none, ``"<queue epoch> <expiry ms>"``, or ``"-"`` for an
+        invalid one.
+        """
         base = self.keys.sale_base(sale_id)
         ticket_id = f"{sale_id}~{token}"
         reply = self._script(
@@ -110,6 +118,7 @@ class LuaStrategy:
                 *self._sale_bucket,
                 self._events,
                 self._slack,
+                verified_pass,
             ],
         )
         status, ticket, remaining, wait_ms = reply

@@ -10,6 +10,7 @@ traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -36,6 +37,7 @@ from .keys import check_sale_id
 from .models import Sale
 from .payments import PaymentStats
 from .registry import WorkerInfo, live_supervisors, live_workers
+from .waiting import QueueStats
 
 #: The command did what it was asked.
 EXIT_OK = 0
@@ -239,6 +241,15 @@ def _when(value: str | None) -> datetime | float | None:
     default=None,
     help="Seconds a buyer has to pay (mark_paid) before the hold expires; default: no limit.",
 )
+@click.option(
+    "--fairness",
+    type=click.Choice(["none", "fifo", "lottery"]),
+    default="none",
+    show_default=True,
+    help="Waiting room: buyers queue, then order with a pass.",
+)
+@click.option("--admit-rate", type=float, default=None, help="Waiting room: buyers let through/s.")
+@click.option("--queue-opens-at", default=None, help="Default: 15 minutes before --starts-at.")
 def create_command(
     sale_id: str,
     stock: int,
@@ -248,6 +259,9 @@ def create_command(
     per_user_limit: int,
     info: dict[str, Any] | None,
     payment_timeout: float | None,
+    fairness: str,
+    admit_rate: float | None,
+    queue_opens_at: str | None,
 ) -> None:
     """Define or replace a sale."""
     try:
@@ -260,6 +274,9 @@ def create_command(
             per_user_limit=per_user_limit,
             info=info,
             payment_timeout=payment_timeout,
+            fairness=fairness,
+            admit_rate=admit_rate,
+            queue_opens_at=_when(queue_opens_at),
         )
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
@@ -376,6 +393,9 @@ def status_command(as_json: bool) -> None:
     queues = state.orders.stats(sorted(sales))
     supervisors = live_supervisors(state.client, state.keys)
     payments = {p.sale_id: p for p in state.payments.stats(sorted(sales))}
+    waiting = {
+        sid: state.waiting.stats(sid) for sid in sorted(sales) if sales[sid].fairness != "none"
+    }
     workers = live_workers(state.client, state.keys, supervisors)
     if as_json:
         doc = {
@@ -387,6 +407,7 @@ def status_command(as_json: bool) -> None:
                     "stock": sales[q.sale_id].stock,
                     "payment_timeout": sales[q.sale_id].payment_timeout,
                     **payments[q.sale_id].to_dict(),
+                    **_queue_json(waiting.get(q.sale_id)),
                 }
                 for q in queues
             ],
@@ -407,6 +428,14 @@ def status_command(as_json: bool) -> None:
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
     _echo_payments(sales, payments)
+    for w_room in waiting.values():
+        if w_room is not None:
+            drawn = {None: "", True: ", drawn", False: ", not drawn yet"}[w_room.drawn]
+            click.echo(
+                f"{w_room.sale_id} queue: {w_room.fairness} {w_room.admit_rate:g}/s{drawn};"
+                f" joined {w_room.joined}, waiting {w_room.waiting},"
+                f" let through {w_room.let_through}, passes used {w_room.passes_used}"
+            )
     also = f", {len(supervisors)} supervisor(s)" if supervisors else ""
     click.echo(f"\n{len(workers)} live worker(s){also}")
     for s in supervisors:
@@ -446,6 +475,15 @@ def _echo_payments(sales: dict[str, Sale], payments: dict[str, PaymentStats]) ->
         click.echo(
             f"{p.sale_id:<24} {limit:>9} {p.awaiting_payment:>9} {p.paid:>7} {p.expired:>8}"
         )
+
+
+def _queue_json(stats: QueueStats | None) -> dict[str, object]:
+    """The ``queue`` member of a sale in ``status --json`` (none without a waiting room)."""
+    if stats is None:
+        return {}
+    doc = dataclasses.asdict(stats)
+    del doc["sale_id"]
+    return {"queue": doc}
 
 
 #: Dead letters read per round trip while ``dead-letters`` pages through a stream.

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_AUTOSCALE_DOWN_AFTER": 30.0,
     "FLASHSALE_AUTOSCALE_INTERVAL": 1.0,
     "FLASHSALE_AUTOSCALE_RESTART_BACKOFF": 1.0,
+    "FLASHSALE_PASS_TTL": 120,
 }
 
 
@@ -98,6 +99,8 @@ class Settings:
     autoscale_down_after: float = 30.0
     autoscale_interval: float = 1.0
     autoscale_restart_backoff: float = 1.0
+    #: Seconds a waiting room's pass lives once the buyer is ready.
+    pass_ttl: float = 120.0
 
 
 STRATEGIES = ("lua", "optimistic", "lock")
@@ -192,6 +195,7 @@ def load(config: Any) -> Settings:
         autoscale_restart_backoff=_number(
             config, "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", float, 0.01
         ),
+        pass_ttl=_number(config, "FLASHSALE_PASS_TTL", float, 0.001),
     )
 
 

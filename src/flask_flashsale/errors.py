@@ -138,6 +138,26 @@ class CrossOrigin(FlashSaleError):
     title = "Cross-origin request refused"
 
 
+class PassRequired(FlashSaleError):
+    """An order for a sale with a waiting room came without a ``FlashSale-Pass``.
+
+    Join the queue (``POST <prefix>/<sale_id>/queue``) and order with the pass
+    it hands out once the buyer is ``ready``.
+    """
+
+    code = 403
+    error_code = "pass_required"
+    title = "Join the queue first: this sale needs a pass"
+
+
+class PassInvalid(FlashSaleError):
+    """The ``FlashSale-Pass`` is not a valid, unexpired pass for this buyer and sale."""
+
+    code = 403
+    error_code = "pass_invalid"
+    title = "Invalid or expired pass"
+
+
 class SaleNotFound(FlashSaleError):
     """The sale does not exist (or its id is not a valid sale id)."""
 
@@ -174,6 +194,14 @@ class TicketNotFound(FlashSaleError):
     code = 404
     error_code = "ticket_not_found"
     title = "No such order ticket"
+
+
+class NotInQueue(FlashSaleError):
+    """The buyer has no place in the sale's waiting room (never joined)."""
+
+    code = 404
+    error_code = "not_in_queue"
+    title = "Not in the queue"
 
 
 class NotFound(FlashSaleError):
@@ -214,6 +242,22 @@ class NotStarted(FlashSaleError):
     code = 409
     error_code = "not_started"
     title = "The sale has not started"
+
+
+class NoQueue(FlashSaleError):
+    """The sale has no waiting room (``fairness="none"``): order directly."""
+
+    code = 409
+    error_code = "no_queue"
+    title = "This sale has no queue"
+
+
+class QueueNotOpen(FlashSaleError):
+    """The sale's waiting room opens later (``queue_opens_at``); ``retry_after`` says when."""
+
+    code = 409
+    error_code = "queue_not_open"
+    title = "The queue is not open yet"
 
 
 class Ended(FlashSaleError):

@@ -28,6 +28,7 @@ from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
 from .sales import SaleStore
 from .scripts import register
 from .strategies import InventoryStrategy, build_strategy
+from .waiting import QueueStatus, WaitingRoom
 from .worker import InlineWorker, Worker
 
 IdentityLoader = Callable[[], "str | int | None"]
@@ -130,6 +131,18 @@ class FlashSaleState:
         )
         #: Secret of idempotent ticket ids (see :func:`ticket_secret`).
         self.secret: bytes = ticket_secret(app, settings)
+        #: The sales' waiting rooms: joins, polls and passes (signed with :attr:`secret`).
+        self.scripts["queue_join"] = register(self.client, "gcra", "queue", "queue_join")
+        self.scripts["queue_poll"] = register(self.client, "gcra", "queue", "queue_poll")
+        self.waiting = WaitingRoom(
+            self.client,
+            self.keys,
+            join_script=self.scripts["queue_join"],
+            poll_script=self.scripts["queue_poll"],
+            secret=self.secret,
+            pass_ttl=settings.pass_ttl,
+            cache=self.cache,
+        )
         #: Prometheus metrics on the app's own registry (``FLASHSALE_METRICS``), else ``None``.
         self.metrics: Metrics | None = Metrics(self) if settings.metrics else None
 
@@ -253,6 +266,9 @@ class FlashSale:
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
         payment_timeout: float | None = None,
+        fairness: str = "none",
+        admit_rate: float | None = None,
+        queue_opens_at: Any = None,
     ) -> Sale:
         """Define or replace a sale and return it.
 
@@ -265,6 +281,12 @@ class FlashSale:
         ``awaiting_payment`` with ``pay_by``; :meth:`mark_paid` makes it
         ``paid``; unpaid, the worker expires it and its stock goes back on
         sale. See :doc:`/payments`.
+        ``fairness="fifo"`` or ``"lottery"`` puts a waiting room in front of the
+        sale (see :doc:`/fairness`): buyers :meth:`join_queue`, and may order
+        only with the pass they get once let through, ``admit_rate`` buyers per
+        second (required). ``queue_opens_at`` (default: 15 minutes before
+        ``starts_at``) is when joining opens. A lottery needs ``starts_at``.
+        Replacing a sale keeps its queue unless the fairness mode changes.
         """
         state = self.state()
         sale = state.sales.create(
@@ -276,6 +298,9 @@ class FlashSale:
             per_user_limit=per_user_limit,
             info=info,
             payment_timeout=payment_timeout,
+            fairness=fairness,
+            admit_rate=admit_rate,
+            queue_opens_at=queue_opens_at,
         )
         state.cache.changed(sale_id)
         return sale
@@ -321,11 +346,20 @@ class FlashSale:
         user_id: str | int,
         quantity: int = 1,
         idempotency_key: str | None = None,
+        *,
+        queue_pass: str | None = None,
     ) -> Admission:
         """Try to admit an order: one round trip to Redis.
 
         Returns an :class:`Admission` whose ``status`` says what happened; only
         bad arguments raise (:class:`~flask_flashsale.InvalidRequest`).
+
+        A sale with a waiting room needs ``queue_pass``, the pass of the buyer's
+        :class:`QueueStatus` (the ``FlashSale-Pass`` header over HTTP): it is
+        verified here, without Redis; without one the status is
+        ``pass_required``, with one that is not valid for this buyer and sale
+        (forged, expired, another buyer's) ``pass_invalid``. A pass may be used
+        for several orders while it lives; ``per_user_limit`` still applies.
 
         Once admission has answered that a sale has no unit left, this process
         answers ``sold_out`` from memory, without Redis, until a ``changed``
@@ -345,7 +379,10 @@ class FlashSale:
         epoch = cache.epoch
         secret = state.secret if idempotency_key is not None else b""
         token = ticket_token(secret, sale_id, uid, idempotency_key)
-        admission = state.strategy.admit(sale_id, uid, quantity, token)
+        verified_pass = ""
+        if queue_pass is not None:
+            verified_pass = state.waiting.check_pass(sale_id, uid, queue_pass)
+        admission = state.strategy.admit(sale_id, uid, quantity, token, verified_pass)
         if admission.remaining == 0 and admission.status in ("sold_out", "queued"):
             cache.note_sold_out(sale_id, epoch)
         if admission.status == "queued":
@@ -372,6 +409,34 @@ class FlashSale:
         if metrics is not None:
             metrics.admitted(sale_id, admission, started)
         return admission
+
+    # -- waiting room -----------------------------------------------------------
+
+    def join_queue(self, sale_id: str, user_id: str | int) -> QueueStatus:
+        """Join the sale's waiting room, or get the place already held: one round trip.
+
+        A buyer has one place: joining again returns it (and its position),
+        unless its pass lapsed unused (``expired``): then the buyer queues
+        again, at the back. Raises :class:`~flask_flashsale.SaleNotFound`,
+        :class:`~flask_flashsale.NoQueue` (``fairness="none"``) or
+        :class:`~flask_flashsale.QueueNotOpen` (before ``queue_opens_at``); a
+        sale that sold out or ended answers with that status and no new place.
+        Sends :data:`~flask_flashsale.buyer_queued` for a new place.
+        """
+        return self.state().waiting.join(sale_id, user_id)
+
+    def queue_status(
+        self, sale_id: str, user_id: str | int, *, place_token: str | None = None
+    ) -> QueueStatus:
+        """The buyer's place in the sale's waiting room now.
+
+        With the ``place_token`` of an earlier answer, no Redis call (this
+        process re-reads the queue at most every 100 ms); without it, one.
+        Raises :class:`~flask_flashsale.SaleNotFound`,
+        :class:`~flask_flashsale.NoQueue`, or
+        :class:`~flask_flashsale.NotInQueue` for a buyer who never joined.
+        """
+        return self.state().waiting.status(sale_id, user_id, place_token)
 
     def get_ticket(self, ticket_id: str) -> Ticket | None:
         """Return the ticket (order status), or ``None`` if unknown or expired."""

@@ -15,6 +15,8 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
     <prefix>:{<sale>}:holds           zset: ticket token -> pay_by (ms) of tickets awaiting payment
     <prefix>:{<sale>}:payments        hash: tickets paid and expired so far (counters)
+    <prefix>:{<sale>}:queue           hash: the waiting room (epoch, places, outflow, lottery draw)
+    <prefix>:{<sale>}:places          hash: user id -> "<join index> <ready ms>" (its places)
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
@@ -121,6 +123,16 @@ class Keys:
     def payments(self, sale_id: str) -> str:
         """Counters of the sale's payments: ``paid`` and ``expired`` tickets so far."""
         return f"{self.prefix}:{{{sale_id}}}:payments"
+    def queue(self, sale_id: str) -> str:
+        """Hash of the sale's waiting room: epoch, places given, outflow state, lottery draw."""
+        return f"{self.prefix}:{{{sale_id}}}:queue"
+
+    def places(self, sale_id: str) -> str:
+        """Hash of the waiting room's places: user id -> ``"<join index> <ready ms>"``.
+
+        The ready time is empty for a lottery's early joiners until the draw.
+        """
+        return f"{self.prefix}:{{{sale_id}}}:places"
 
     def workers(self) -> str:
         """Set of registered worker names."""

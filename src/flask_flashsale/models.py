@@ -8,6 +8,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 SaleStatus = Literal["upcoming", "active", "sold_out", "ended"]
+#: How a sale lets buyers in: no waiting room, a FIFO queue, or a lottery then FIFO.
+Fairness = Literal["none", "fifo", "lottery"]
 AdmissionStatus = Literal[
     "queued",
     "duplicate",
@@ -19,6 +21,8 @@ AdmissionStatus = Literal[
     "rate_limited",
     "not_found",
     "busy",
+    "pass_required",
+    "pass_invalid",
 ]
 TicketStatus = Literal[
     "queued",
@@ -92,6 +96,13 @@ class Sale:
     #: Seconds a buyer has to pay once the order hook ran (``None``: no time limit,
     #: tickets go ``queued -> confirmed``). See :doc:`/payments`.
     payment_timeout: float | None = None
+    #: Waiting room: ``"none"`` (orders go straight to admission), ``"fifo"`` or
+    #: ``"lottery"`` (buyers queue and order with a pass; see :doc:`/fairness`).
+    fairness: Fairness = "none"
+    #: Buyers the waiting room lets through per second (``None`` without one).
+    admit_rate: float | None = None
+    #: When the waiting room opens (``None``: without one, or open from creation).
+    queue_opens_at: datetime | None = None
 
     @property
     def status(self) -> SaleStatus:
@@ -121,6 +132,11 @@ class Sale:
             "per_user_limit": self.per_user_limit,
             "info": self.info,
             "payment_timeout": self.payment_timeout,
+            "fairness": self.fairness,
+            "admit_rate": self.admit_rate,
+            "queue_opens_at": (
+                None if self.queue_opens_at is None else self.queue_opens_at.isoformat()
+            ),
         }
 
 
@@ -135,7 +151,9 @@ class Admission:
     #: was used before with another quantity; nothing was written),
     #: ``sold_out``, ``limit_reached``, ``not_started``, ``ended``,
     #: ``rate_limited``, ``not_found`` (or ``busy`` from the
-    #: ``optimistic``/``lock`` strategies when contention outlasts their retries).
+    #: ``optimistic``/``lock`` strategies when contention outlasts their retries);
+    #: for a sale with a waiting room, ``pass_required`` (no pass given) or
+    #: ``pass_invalid`` (not a valid, unexpired pass for this buyer and sale).
     status: AdmissionStatus
     #: Ticket of the admitted order (``queued`` and ``duplicate``).
     ticket_id: str | None = None

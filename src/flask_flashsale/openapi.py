@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .keys import IDEMPOTENCY_KEY, SALE_ID
+from .waiting import PASS_HEADER, PLACE_COOKIE, PLACE_HEADER
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 
@@ -32,6 +33,11 @@ PROBLEM_CODES = (
     "idempotency_mismatch",
     "rate_limited",
     "backend_unavailable",
+    "pass_required",
+    "pass_invalid",
+    "no_queue",
+    "not_in_queue",
+    "queue_not_open",
 )
 
 
@@ -50,6 +56,30 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "schema": {"type": "string", "pattern": f"^{SALE_ID.pattern}$"},
+    }
+    place_token = {
+        "name": PLACE_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            "The place token of an earlier queue answer (its FlashSale-Place header; "
+            f"browsers send the {PLACE_COOKIE} cookie instead): the poll is then "
+            "answered without a Redis call"
+        ),
+        "schema": {"type": "string"},
+    }
+    queue_answer = {
+        "description": "The buyer's place (Cache-Control: no-store)",
+        "headers": {
+            PLACE_HEADER: {
+                "description": (
+                    f"Signed place token; send it back (or the {PLACE_COOKIE} cookie "
+                    "set with it) when polling"
+                ),
+                "schema": {"type": "string"},
+            }
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueueStatus"}}},
     }
     return {
         "openapi": "3.1.0",
@@ -123,6 +153,10 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                             },
                         },
                     ],
+                    # The pass is a credential: optional, required only by a sale with
+                    # a waiting room (without it 403 pass_required; an invalid one 403
+                    # pass_invalid).
+                    "security": [{}, {"FlashSalePass": []}],
                     "requestBody": {
                         "required": False,
                         "description": (
@@ -198,6 +232,34 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                     },
                 }
             },
+            prefix + "/{sale_id}/queue": {
+                "post": {
+                    "operationId": "joinQueue",
+                    "summary": "Join the sale's waiting room (one place per buyer)",
+                    "description": (
+                        "Joining again returns the same place, unless the buyer's pass "
+                        "lapsed unused (status expired): then a new place at the back. "
+                        "No body, or a JSON one (ignored); cross-site rules as for orders. "
+                        "409 no_queue for a sale without a waiting room, 409 "
+                        "queue_not_open before queue_opens_at (with Retry-After)."
+                    ),
+                    "parameters": [sale_id],
+                    "responses": {
+                        "200": queue_answer,
+                        **_problems(401, 403, 404, 409, 415, 429, 503),
+                    },
+                },
+                "get": {
+                    "operationId": "pollQueue",
+                    "summary": "The buyer's place in the waiting room",
+                    "description": (
+                        "404 not_in_queue for a buyer who never joined; 409 no_queue "
+                        "for a sale without a waiting room."
+                    ),
+                    "parameters": [sale_id, place_token],
+                    "responses": {"200": queue_answer, **_problems(401, 404, 409, 429, 503)},
+                },
+            },
             prefix + "/orders/{ticket_id}": {
                 "get": {
                     "operationId": "getTicket",
@@ -252,8 +314,41 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                             "type": ["number", "null"],
                             "description": "Seconds a buyer has to pay (null: no time limit)",
                         },
+                        "fairness": {"type": "string", "enum": ["none", "fifo", "lottery"]},
+                        "admit_rate": {"type": ["number", "null"]},
+                        "queue_opens_at": {"type": ["string", "null"], "format": "date-time"},
                     },
                     "required": ["id", "status", "remaining"],
+                },
+                "QueueStatus": {
+                    "type": "object",
+                    "properties": {
+                        "status": {
+                            "type": "string",
+                            "enum": ["waiting", "ready", "expired", "sold_out", "ended"],
+                        },
+                        "position": {
+                            "type": ["integer", "null"],
+                            "description": "1 = first; null in a lottery until the draw",
+                        },
+                        "ahead": {"type": ["integer", "null"]},
+                        "eta_seconds": {"type": ["number", "null"]},
+                        "poll_after": {"type": ["number", "null"]},
+                        "pass": {
+                            "type": ["string", "null"],
+                            "description": f"Set when ready: send it as {PASS_HEADER}",
+                        },
+                        "pass_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                    "required": [
+                        "status",
+                        "position",
+                        "ahead",
+                        "eta_seconds",
+                        "poll_after",
+                        "pass",
+                        "pass_expires_at",
+                    ],
                 },
                 "Admission": {
                     "type": "object",
@@ -306,6 +401,19 @@ def openapi_document(prefix: str, *, max_quantity: int) -> dict[str, Any]:
                     },
                     "required": ["type", "title", "status", "code"],
                 },
+            },
+            "securitySchemes": {
+                "FlashSalePass": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": PASS_HEADER,
+                    "description": (
+                        "The pass of a ready buyer (the pass field of joinQueue / "
+                        "pollQueue), required to order from a sale with a waiting room: "
+                        "without it 403 pass_required; forged, expired, another buyer's "
+                        "or another sale's: 403 pass_invalid"
+                    ),
+                }
             },
             "responses": {
                 "Problem": {

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
+import secrets
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from .errors import InvalidSaleId, SaleNotFound
 from .keys import Keys, check_sale_id
-from .models import Sale, from_millis, to_millis, to_price
+from .models import Fairness, Sale, from_millis, to_millis, to_price
 from .payments import payment_timeout_ms
 from .views import RESERVED_SALE_IDS
+
+#: The waiting room's modes (``create_sale(fairness=...)``).
+FAIRNESS_MODES = ("none", "fifo", "lottery")
+#: How long before ``starts_at`` a waiting room opens when ``queue_opens_at`` is not given.
+QUEUE_OPENS_BEFORE_START_MS = 15 * 60 * 1000
 
 
 def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
@@ -35,7 +42,55 @@ def sale_from_hash(sale_id: str, data: dict[str, str]) -> Sale | None:
         per_user_limit=int(data["limit"]),
         info=json.loads(data.get("info") or "{}"),
         payment_timeout=int(data["pay"]) / 1000 if data.get("pay") else None,
+        **_queue_fields(data),
     )
+
+
+def _queue_fields(data: dict[str, str]) -> dict[str, Any]:
+    """The waiting room's settings of a sale hash, as :class:`Sale` keyword arguments."""
+    fairness = data.get("fair")
+    if not fairness:
+        return {}
+    rate = float(data["rate"])
+    opens = data.get("qopen")
+    return {
+        "fairness": fairness,
+        "admit_rate": int(rate) if rate.is_integer() else rate,
+        "queue_opens_at": from_millis(int(opens)) if opens else None,
+    }
+
+
+def check_fairness(
+    fairness: object, admit_rate: object, starts_ms: int | None, opens_ms: int | None
+) -> tuple[Fairness, float | None, int | None]:
+    """Validate a sale's waiting-room settings; return ``(mode, rate, opens ms)``.
+
+    ``opens_ms`` defaults to 15 minutes before the start. Raises ``ValueError``.
+    """
+    if fairness not in FAIRNESS_MODES:
+        raise ValueError(f"fairness must be one of {', '.join(FAIRNESS_MODES)}, got {fairness!r}")
+    mode: Fairness = fairness  # type: ignore[assignment]
+    if mode == "none":
+        if admit_rate is not None or opens_ms is not None:
+            raise ValueError("admit_rate and queue_opens_at need fairness='fifo' or 'lottery'")
+        return mode, None, None
+    if (
+        isinstance(admit_rate, bool)
+        or not isinstance(admit_rate, (int, float))
+        or not math.isfinite(admit_rate)
+        or admit_rate <= 0
+    ):
+        raise ValueError(
+            f"fairness={mode!r} needs admit_rate, a positive number of buyers per second; "
+            f"got {admit_rate!r}"
+        )
+    if mode == "lottery" and starts_ms is None:
+        raise ValueError("fairness='lottery' needs starts_at: the draw is at the start")
+    if opens_ms is None and starts_ms is not None:
+        opens_ms = starts_ms - QUEUE_OPENS_BEFORE_START_MS
+    if opens_ms is not None and starts_ms is not None and opens_ms > starts_ms:
+        raise ValueError("queue_opens_at must not be after starts_at")
+    return mode, float(admit_rate), opens_ms
 
 
 class SaleStore:
@@ -58,6 +113,9 @@ class SaleStore:
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
         payment_timeout: float | None = None,
+        fairness: str = "none",
+        admit_rate: float | None = None,
+        queue_opens_at: Any = None,
     ) -> Sale:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)
@@ -80,6 +138,7 @@ class SaleStore:
         ends = to_millis(ends_at)
         if starts is not None and ends is not None and ends <= starts:
             raise ValueError("ends_at must be after starts_at")
+        mode, rate, opens = check_fairness(fairness, admit_rate, starts, to_millis(queue_opens_at))
         info_json = json.dumps(info or {}, separators=(",", ":"), default=str)
         pay_ms = payment_timeout_ms(payment_timeout)
         self._create(
@@ -91,6 +150,10 @@ class SaleStore:
                 "" if ends is None else ends,
                 per_user_limit,
                 info_json,
+                "" if mode == "none" else mode,
+                "" if rate is None else repr(rate),
+                "" if opens is None else opens,
+                secrets.token_hex(8),
                 "pay",
                 "" if pay_ms is None else pay_ms,
             ],
@@ -175,6 +238,7 @@ class SaleStore:
         doomed.append(k.attempts(sale_id))
         doomed.append(k.buyers(sale_id))
         doomed += [k.holds(sale_id), k.payments(sale_id)]
+        doomed += [k.queue(sale_id), k.places(sale_id)]
         doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)

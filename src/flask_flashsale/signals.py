@@ -44,3 +44,14 @@ request_rate_limited = _signals.signal("flashsale.request-rate-limited")
 #: app; kwargs: ``old_state``, ``new_state`` (``closed``, ``open`` or
 #: ``half-open``). Sent from the request thread that caused the change.
 breaker_state_changed = _signals.signal("flashsale.breaker-state-changed")
+
+#: Sent when a buyer takes a new place in a sale's waiting room (not when joining
+#: again returns the same place). Sender: the app; kwargs: ``sale_id``,
+#: ``user_id``, ``position`` (``None`` for a lottery's early joiner until the draw).
+buyer_queued = _signals.signal("flashsale.buyer-queued")
+
+#: Sent when an answer of the waiting room hands a buyer their pass. Once per
+#: buyer that keeps its place token (the ``FlashSale-Place`` header or cookie);
+#: a client that drops it may cause it again. Sender: the app; kwargs:
+#: ``sale_id``, ``user_id``, ``position``, ``pass_expires_at``.
+buyer_ready = _signals.signal("flashsale.buyer-ready")

@@ -59,8 +59,14 @@ class InventoryStrategy(Protocol):
     #: ``lua``, ``optimistic`` or ``lock``.
     name: str
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
-        """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome."""
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+    ) -> Admission:
+        """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome.
+
+        ``verified_pass``: the buyer's waiting-room pass as verified by the web
+        process: ``""`` none, ``"<queue epoch> <expiry ms>"``, ``"-"`` invalid.
+        """
         ...
 
 
@@ -116,7 +122,8 @@ class _WatchedAdmission:
 
     Mirrors ``admission.lua`` check for check: sale exists, idempotency (the
     ticket key is known before the attempt; another quantity under the same
-    key is an ``idempotency_mismatch``), window on Redis ``TIME``, per-user
+    key is an ``idempotency_mismatch``), the pass of a sale with a waiting
+    room, window on Redis ``TIME``, per-user
     limit, stock; and write for write, the buyer's ticket list included.
     Reads run on a pipeline in ``WATCH`` mode, so the write is refused if any
     watched key changed since.
@@ -140,11 +147,17 @@ class _WatchedAdmission:
         )
 
     def judge(
-        self, pipe: Any, k: _SaleKeys, user_id: str, quantity: int, ticket_id: str
+        self,
+        pipe: Any,
+        k: _SaleKeys,
+        user_id: str,
+        quantity: int,
+        ticket_id: str,
+        verified_pass: str = "",
     ) -> Admission | _Plan:
         """Read (watched) state and decide: a refusal, or a plan to write."""
-        raw_remaining, starts, ends, limit, price = pipe.hmget(
-            k.sale, "remaining", "starts", "ends", "limit", "price"
+        raw_remaining, starts, ends, limit, price, queue = pipe.hmget(
+            k.sale, "remaining", "starts", "ends", "limit", "price", "queue"
         )
         if raw_remaining is None:
             return Admission(status="not_found")
@@ -156,8 +169,15 @@ class _WatchedAdmission:
             if int(known_quantity) != quantity:
                 return Admission(status="idempotency_mismatch", remaining=remaining)
             return Admission(status="duplicate", ticket_id=ticket_id, remaining=remaining)
+        epoch, _, expires = verified_pass.partition(" ")
+        if queue is not None and epoch != queue:
+            if verified_pass:
+                return Admission(status="pass_invalid", remaining=remaining)
+            return Admission(status="pass_required", remaining=remaining)
         seconds, micros = pipe.time()
         now = int(seconds) * 1000 + int(micros) // 1000
+        if queue is not None and now >= int(expires or 0):
+            return Admission(status="pass_invalid", remaining=remaining)
         if starts and now < int(starts):
             wait = int(starts) - now
             return Admission(status="not_started", remaining=remaining, retry_after=wait / 1000.0)
@@ -256,7 +276,9 @@ class OptimisticStrategy:
             client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
         )
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+    ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         core = self._core
         k = core.sale_keys(sale_id, user_id, token)
@@ -270,7 +292,7 @@ class OptimisticStrategy:
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(k.sale, k.users, k.ticket, k.buyers)
-                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
                     if isinstance(outcome, Admission):
                         return outcome
                     return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
@@ -351,7 +373,9 @@ class LockStrategy:
             thread_local=False,
         )
 
-    def admit(self, sale_id: str, user_id: str, quantity: int, token: str) -> Admission:
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+    ) -> Admission:
         """Admit while holding the sale lock.
 
         Threads of one process first queue on a local lock, so only
@@ -368,7 +392,7 @@ class LockStrategy:
                 lock.acquire()
             except LockNotAcquired:
                 return self._busy("lock_timeouts")
-            return self._admit_locked(lock, sale_id, user_id, quantity, token)
+            return self._admit_locked(lock, sale_id, user_id, quantity, token, verified_pass)
         finally:
             gate.release()
 
@@ -378,7 +402,13 @@ class LockStrategy:
         return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
 
     def _admit_locked(
-        self, lock: FencedLock, sale_id: str, user_id: str, quantity: int, token: str
+        self,
+        lock: FencedLock,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
     ) -> Admission:
         core = self._core
         k = core.sale_keys(sale_id, user_id, token)
@@ -389,7 +419,7 @@ class LockStrategy:
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(lock.key, k.sale, k.users, k.ticket, k.buyers)
-                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id)
+                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
                         if isinstance(outcome, Admission):
                             return outcome
                         return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)

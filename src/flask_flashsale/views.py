@@ -1,4 +1,5 @@
-"""The JSON blueprint: list, detail, order, the buyer's tickets, ticket status, OpenAPI.
+"""The JSON blueprint: list, detail, order, the buyer's tickets, ticket status, the
+waiting room's queue, OpenAPI.
 
 Every error is ``application/problem+json`` with a stable ``code``; no input
 can produce a 500 or reach Redis unvalidated. Unsafe requests (``POST``...)
@@ -23,11 +24,13 @@ from .errors import FlashSaleError, InvalidSaleId
 from .keys import check_sale_id
 from .models import SOLD_OUT_FROM_MEMORY
 from .openapi import openapi_document
+from .waiting import PASS_HEADER, PLACE_COOKIE, PLACE_HEADER
 
 if TYPE_CHECKING:
     from .extension import FlashSale
     from .models import Admission
     from .ratelimit import Rate
+    from .waiting import QueueStatus
 
 _REFUSALS: dict[str, type[FlashSaleError]] = {
     "sold_out": errors.SoldOut,
@@ -38,6 +41,8 @@ _REFUSALS: dict[str, type[FlashSaleError]] = {
     "not_found": errors.SaleNotFound,
     "busy": errors.BackendUnavailable,
     "idempotency_mismatch": errors.IdempotencyMismatch,
+    "pass_required": errors.PassRequired,
+    "pass_invalid": errors.PassInvalid,
 }
 
 #: Sale ids that :meth:`FlashSale.create_sale` refuses: the first path segments
@@ -272,7 +277,9 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
         settings = ext.state().settings
         quantity = read_quantity(settings.max_body, settings.max_quantity)
         key = request.headers.get("Idempotency-Key")
-        admission = ext.place_order(sale_id, user_id, quantity, key)
+        admission = ext.place_order(
+            sale_id, user_id, quantity, key, queue_pass=request.headers.get(PASS_HEADER)
+        )
         if not admission.ok:
             if admission is sold_out_from_memory:
                 return current_app.response_class(sold_out_body, 409, sold_out_headers)
@@ -302,6 +309,43 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             raise no_sale(sale_id)
         tickets = [t.to_dict() for t in ext.user_tickets(sale_id, user_id)]
         return _json({"tickets": tickets}, headers={"Cache-Control": "no-store"})
+
+    def queue_answer(sale_id: str, status: QueueStatus, sent: str | None) -> Response:
+        response = _json(status.to_dict(), headers={"Cache-Control": "no-store"})
+        token = status.place_token
+        if token is not None:
+            response.headers[PLACE_HEADER] = token
+            if token != sent:
+                path = f"{request.script_root}{ext.state().settings.url_prefix}/{sale_id}/queue"
+                response.set_cookie(
+                    PLACE_COOKIE,
+                    token,
+                    path=path,
+                    secure=request.is_secure,
+                    httponly=True,
+                    samesite="Lax",
+                )
+        return response
+
+    @bp.post("/<sale_id>/queue")
+    def join_queue(sale_id: str) -> Response:
+        check_sale_id(sale_id)
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        return queue_answer(sale_id, ext.join_queue(sale_id, user_id), None)
+
+    @bp.get("/<sale_id>/queue")
+    def queue_status(sale_id: str) -> Response:
+        check_sale_id(sale_id)
+        user_id = ext.current_user_id()
+        if user_id is None:
+            raise errors.IdentityRequired()
+        # The header first (API clients), then the cookie (browsers); a token of
+        # another buyer or an older queue is ignored (one Redis call then).
+        sent = request.headers.get(PLACE_HEADER) or request.cookies.get(PLACE_COOKIE)
+        status = ext.queue_status(sale_id, user_id, place_token=sent)
+        return queue_answer(sale_id, status, sent)
 
     @bp.get("/orders/<ticket_id>")
     def ticket(ticket_id: str) -> Response:
