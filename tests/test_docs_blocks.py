@@ -193,6 +193,27 @@ def run_payment_timeout(make_app: MakeApp) -> None:
         assert ext.get_sale("tee").payment_timeout == 900  # type: ignore[union-attr]
 
 
+def run_fair_sale(make_app: MakeApp) -> None:
+    from datetime import datetime, timezone
+
+    app, ext = make_app()
+    block = the_block("docs/fairness.rst", '"sneaker-drop", stock=500')
+    run(block, app, ext, datetime=datetime, timezone=timezone)
+    with app.app_context():
+        sale = ext.get_sale("sneaker-drop")
+    assert sale is not None and (sale.fairness, sale.admit_rate) == ("lottery", 50)
+
+
+def run_join_queue(make_app: MakeApp) -> None:
+    app, ext = make_app()
+    with app.app_context():
+        ext.create_sale("tee", stock=5, fairness="fifo", admit_rate=50)
+    names = run(the_block("docs/fairness.rst", "flashsale.join_queue("), app, ext, user_id="42")
+    assert names["status"].status == "ready"
+    with app.app_context():
+        assert [t.user_id for t in ext.user_tickets("tee", "42")] == ["42"]
+
+
 def run_lock(make_app: MakeApp) -> None:
     app, ext = make_app()
     run(the_block("docs/consistency.rst", '"import-prices"'), app, ext)
@@ -422,6 +443,9 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/payments.rst", "def payment_webhook", "compile", "needs the host's db and provider"),
     ("docs/payments.rst", "def release(ticket)", "compile", "needs the host's MyOrder and db"),
     ("docs/payments.rst", "TIMEOUT  AWAITING", "other", "a sample of status"),
+    ("docs/fairness.rst", '"sneaker-drop", stock=500', "run", run_fair_sale),
+    ("docs/fairness.rst", "POST <prefix>/tee/queue", "other", "a sequence diagram"),
+    ("docs/fairness.rst", "flashsale.join_queue(", "run", run_join_queue),
 ]
 
 

@@ -67,7 +67,9 @@ class CommandError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click >= 8.5 types exit_code as a ClassVar; setting it per instance is
+        # what click itself reads when it exits.
+        self.exit_code = exit_code  # type: ignore[misc, unused-ignore]
 
 
 def one_line(exc: FlashSaleError | redis.RedisError, address: str | None) -> click.ClickException:
