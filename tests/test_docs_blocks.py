@@ -293,6 +293,13 @@ def check_cli(file: str, needle: str) -> Callable[[MakeApp], None]:
     return runner
 
 
+def check_readme_chaos_table(make_app: MakeApp) -> None:
+    """The README quotes the last recorded chaos run, line for line."""
+    recorded = (ROOT / "benchmarks" / "results" / "chaos.txt").read_text().splitlines()
+    quoted = the_block("README.md", "scenario     attempts").code.splitlines()
+    assert quoted == [line for line in recorded[1 : len(quoted) + 1]]
+
+
 def check_chaos_commands(make_app: MakeApp) -> None:
     """The chaos suite's commands: the benchmark exists and takes the options shown."""
     bench = ROOT / "benchmarks"
@@ -359,6 +366,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("README.md", "curl -c cookies.txt", "other", "tests/test_quickstart.py runs them"),
     ("README.md", "export FLASHSALE_REDIS_URL", "cli", check_cli("README.md", "export FLASHSALE")),
     ("README.md", "python -m benchmarks http", "other", "benchmark names checked above"),
+    ("README.md", "scenario     attempts", "other", check_readme_chaos_table),
     ("docs/cli.rst", "flashsale restock tee -5", "cli", check_cli("docs/cli.rst", "restock tee")),
     ("docs/cli.rst", "Error: FLASHSALE_REDIS_URL is", "other", check_memory_refusal),
     ("docs/consistency.rst", '"import-prices"', "run", run_lock),
