@@ -147,8 +147,8 @@ class LocalCluster:
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                    # A replica takes over however long it was cut off.
-                    "--cluster-replica-validity-factor", "0",
+                    # Replicas sync at once (Redis 7 waits 5 s for more replicas).
+                    "--repl-diskless-sync-delay", "0",
                 ],
             )
             for p in ports
@@ -181,19 +181,26 @@ class LocalCluster:
         return self
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every live node says ``cluster_state:ok`` and agrees on 3 masters
-        with a replica each."""
+        """Wait until every live node says ``cluster_state:ok`` and every live
+        replica has finished its sync with its master (a replica promoted
+        before that would come up empty)."""
 
         def ok() -> bool:
             for node in self.nodes:
                 if not node.alive:
                     continue
-                info = node.client().cluster("info")
-                if info.get("cluster_state") != "ok":
+                client = node.client()
+                if client.cluster("info").get("cluster_state") != "ok":
+                    return False
+                replication = client.info("replication")
+                if replication["role"] != "master" and (
+                    replication.get("master_link_status") != "up"
+                    or replication.get("master_sync_in_progress")
+                ):
                     return False
             return True
 
-        wait_until(ok, timeout, "cluster_state:ok on every node")
+        wait_until(ok, timeout, "cluster_state:ok on every node, replicas in sync")
 
     def node_of(self, port: int) -> _Node:
         """The node listening on ``port``."""
@@ -238,9 +245,14 @@ class LocalSentinel:
         self.service = service
         self.root = tempfile.mkdtemp(prefix="flashsale-sentinel-")
         master, replica, *sentinels = free_ports(5)
-        self.master = _Node(master, self.root, _base_args(master))
+        self.master = _Node(
+            master, self.root, [*_base_args(master), "--repl-diskless-sync-delay", "0"]
+        )
         self.replica = _Node(
-            replica, self.root, [*_base_args(replica), "--replicaof", "127.0.0.1", str(master)]
+            replica,
+            self.root,
+            [*_base_args(replica), "--replicaof", "127.0.0.1", str(master),
+             "--repl-diskless-sync-delay", "0"],
         )
         self.sentinels: list[_Node] = []
         for port in sentinels:
