@@ -15,6 +15,9 @@ from flask_flashsale import FlashSale
 
 from .redis_server import RedisServer, require_redis_binary
 
+#: The local Redis Cluster and Sentinel fixtures (started only by tests that use them).
+pytest_plugins = ["tests.cluster"]
+
 _counter = itertools.count()
 
 #: ``make_app(**config) -> (app, flashsale)``, the type of the factory fixture.

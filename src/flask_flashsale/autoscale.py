@@ -244,7 +244,7 @@ class Supervisor:
                 f" add .w<n>), got {name!r}"
             )
         state = FlashSale.state(app)
-        if state.settings.redis_url.lower().startswith("memory://"):
+        if state.backend.process_local:
             raise ConfigurationError(
                 "--autoscale runs workers in separate processes and needs a Redis server;"
                 " memory:// lives inside one process"

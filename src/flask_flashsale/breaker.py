@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import MaxConnectionsError, WatchError
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterDownError, MaxConnectionsError, WatchError
 
 from . import signals
 from .connection import POOL_EXHAUSTED, BoundedPool
@@ -83,7 +84,8 @@ def is_outage(exc: BaseException) -> bool:
     """True if ``exc`` says Redis is unreachable or too slow (what trips the breaker)."""
     if _tells_nothing(exc):
         return False
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+    # CLUSTERDOWN: the slot's master failed and no replica took over yet.
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ClusterDownError))
 
 
 class CircuitBreaker:
@@ -250,13 +252,58 @@ class GuardedRedis(redis.Redis):
         )
 
 
+class GuardedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline (one round trip per node) whose ``execute`` goes
+    through the cluster client's breaker."""
+
+    breaker: CircuitBreaker | None = None
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the queued commands, through the breaker."""
+        if self.breaker is None:
+            return list(super().execute(raise_on_error))
+        result: list[Any] = self.breaker.call(super().execute, raise_on_error)
+        return result
+
+
+class GuardedCluster(RedisCluster):
+    """A :class:`redis.cluster.RedisCluster` whose commands go through :attr:`breaker`.
+
+    One breaker for the whole cluster, set by
+    :meth:`~flask_flashsale.connection.ClusterBackend.client` (``None``: off).
+    Each call counts once, after redis-py's own redirections (``MOVED``,
+    ``ASK``) and retries: a failover that redis-py rides out by refreshing
+    its slot map is not an outage; a call that still fails is.
+    """
+
+    #: The breaker every command goes through (``None``: not guarded).
+    breaker: CircuitBreaker | None = None
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one command on the node owning its keys, through the breaker."""
+        if self.breaker is None:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return self.breaker.call(super().execute_command, *args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        """A pipeline whose ``execute`` goes through the same breaker."""
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        pipe.__class__ = GuardedClusterPipeline
+        pipe.breaker = self.breaker
+        return pipe
+
+
 def guard(client: Any, breaker: CircuitBreaker | None) -> Any:
     """Put ``breaker`` in front of ``client``; return the client to use.
 
-    Only plain :class:`redis.Redis` clients (``redis://``, ``rediss://``,
-    ``unix://``) are guarded: the embedded ``memory://`` store cannot be down,
-    and ``redis+cluster://`` clients keep their own node failover.
+    Plain :class:`redis.Redis` clients (``redis://``, ``rediss://``,
+    ``unix://``, the master of a Sentinel group) are guarded here; a cluster
+    client is a :class:`GuardedCluster` from the start; the embedded
+    ``memory://`` store cannot be down.
     """
+    if isinstance(client, GuardedCluster):
+        client.breaker = breaker
+        return client
     if breaker is None or type(client) is not redis.Redis:
         return client
     pool = client.connection_pool

@@ -20,7 +20,6 @@ may have been missed meanwhile.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -28,10 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .connection import client_from_settings
-
 if TYPE_CHECKING:
-    from .config import Settings
     from .models import Sale
 
 logger = logging.getLogger("flask_flashsale")
@@ -208,6 +204,10 @@ class SaleCache:
 class Subscriber:
     """A daemon thread that applies the events channel to a :class:`SaleCache`.
 
+    ``client`` is the backend's events client
+    (:meth:`~flask_flashsale.connection.Backend.events_client`): anything with
+    a ``pubsub()``.
+
     It reconnects by itself (with a capped backoff) when Redis goes away, and
     drops the whole cache when it subscribes again. :meth:`start` is cheap
     and idempotent, and restarts the thread in a forked child (threads do not
@@ -323,16 +323,3 @@ def client_address(client: Any) -> str:
     if "host" in kwargs:
         return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
     return "Redis"
-
-
-def events_client(client: Any, settings: Settings) -> Any:
-    """The client the subscriber listens with.
-
-    For a Redis server, a client of its own with a one-connection pool, so the
-    subscription never holds one of the app's pooled connections (and is not
-    counted by the circuit breaker). The embedded ``memory://`` store has no
-    other way in, so it is the app's client itself.
-    """
-    if settings.redis_url.startswith("memory://"):
-        return client
-    return client_from_settings(dataclasses.replace(settings, pool_size=1))

@@ -92,7 +92,9 @@ def one_line(exc: FlashSaleError | redis.RedisError, address: str | None) -> cli
 
 def process_local(url: str) -> bool:
     """True if ``url`` names a store that lives inside one process (``memory://``)."""
-    return url.partition("://")[0].lower() == "memory"
+    from .connection import backend_class
+
+    return backend_class(url).process_local
 
 
 def guarded(f: Callable[..., Any], *, shared_store: bool = True) -> Callable[..., Any]:

@@ -146,9 +146,14 @@ def load(config: Any) -> Settings:
         raise ConfigurationError(
             f"FLASHSALE_KEY_PREFIX must be non-empty without braces or spaces; got {prefix!r}"
         )
+    # The scheme picks the backend; a bad URL fails here, at start-up.
+    from .connection import backend_class
+
+    backend = backend_class(url)
+    backend(url)
     inline = config["FLASHSALE_INLINE_WORKER"]
     if inline is None:
-        inline = url.startswith("memory://")
+        inline = backend.process_local
     url_prefix = str(config["FLASHSALE_URL_PREFIX"]).rstrip("/")
     if not url_prefix.startswith("/"):
         raise ConfigurationError(

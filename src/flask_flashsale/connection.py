@@ -1,26 +1,39 @@
-"""Redis clients from ``FLASHSALE_REDIS_URL``, chosen by URL scheme.
+"""Backends: what ``FLASHSALE_REDIS_URL`` names, and every client made for it.
 
-A small registry maps each scheme to a factory (the way ``limits``'
-``storage_from_string`` does), which is how ``memory://`` (embedded fakeredis)
-and ``redis+cluster://`` fit beside plain Redis.
+A small registry maps each URL scheme to a :class:`Backend` class (the way
+``limits``' ``storage_from_string`` does). A backend knows how to make the
+app's client, the cache subscriber's pub/sub client and the worker's blocking
+client, and says what it can do (:attr:`Backend.can_block`,
+:attr:`Backend.sharded_pubsub`, :attr:`Backend.process_local`...). Other
+modules ask the backend; none of them looks at the URL.
+
+- ``redis://``, ``rediss://``, ``unix://``: one Redis server (:class:`RedisBackend`);
+- ``redis+cluster://h:p[,h:p...]``: a Redis Cluster (:class:`ClusterBackend`);
+- ``redis+sentinel://[:password@]h:p[,h:p...]/service[/db]``: the master of
+  a Sentinel-monitored group, followed across failovers (:class:`SentinelBackend`);
+- ``memory://``: an embedded fakeredis store, one process only (:class:`MemoryBackend`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import random
 import time
 from collections.abc import Callable
 from queue import Empty, LifoQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import Settings
 from .errors import ConfigurationError
 
-Factory = Callable[[str, Settings], Any]
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+    from .config import Settings
 
 #: What :class:`redis.BlockingConnectionPool` raises when no connection could be
 #: had in time: our own load, not a Redis outage.
@@ -187,18 +200,6 @@ def _redis(url: str, settings: Settings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def _cluster(url: str, settings: Settings) -> Any:
-    from redis.cluster import RedisCluster
-
-    return RedisCluster.from_url(
-        "redis://" + url.split("://", 1)[1],
-        max_connections=settings.pool_size,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        decode_responses=True,
-    )
-
-
 def _memory(url: str, settings: Settings) -> Any:
     try:
         import fakeredis
@@ -211,23 +212,278 @@ def _memory(url: str, settings: Settings) -> Any:
     return fakeredis.FakeRedis(server=fakeredis.FakeServer(version=(7,)), decode_responses=True)
 
 
-#: URL scheme -> client factory.
-SCHEMES: dict[str, Factory] = {
-    "redis": _redis,
-    "rediss": _redis,
-    "unix": _redis,
-    "redis+cluster": _cluster,
-    "memory": _memory,
+
+class Backend:
+    """One kind of Redis deployment, and the clients the extension makes for it.
+
+    Made by :func:`backend_from_settings`; the app's
+    :class:`~flask_flashsale.extension.FlashSaleState` keeps it as
+    ``state.backend``.
+    """
+
+    #: Short name for messages and metrics (``redis``, ``cluster``, ``sentinel``, ``memory``).
+    kind: ClassVar[str] = "redis"
+    #: The worker may block in one ``XREADGROUP`` over every sale's stream.
+    #: False where a read must stay on one node (Cluster) or ``BLOCK`` is
+    #: ignored (``memory://``): such workers poll each stream instead.
+    can_block: ClassVar[bool] = True
+    #: Cache events travel by sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``).
+    #: No backend uses it yet: see :doc:`/scaling` for why a Cluster uses
+    #: ``PUBLISH``, which the cluster bus broadcasts to every node.
+    sharded_pubsub: ClassVar[bool] = False
+    #: The store lives inside this process (``memory://``): no other process
+    #: (a CLI command, a worker) sees it.
+    process_local: ClassVar[bool] = False
+    #: Keys live on several nodes: no command may span two hash slots.
+    sharded: ClassVar[bool] = False
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        #: ``FLASHSALE_REDIS_URL``.
+        self.url = url
+        #: The app's settings (``None`` when only the URL was checked).
+        self.settings = settings
+        self.parse()
+
+    def parse(self) -> None:
+        """Check the URL; raise :class:`~flask_flashsale.ConfigurationError` if it is bad."""
+
+    def _settings(self) -> Settings:
+        if self.settings is None:  # pragma: no cover - a programming error
+            raise RuntimeError("this backend was made from a URL alone")
+        return self.settings
+
+    def client(self, breaker: CircuitBreaker | None = None) -> Any:
+        """The app's client (one shared, blocking pool), guarded by ``breaker``."""
+        from .breaker import guard
+
+        return guard(self._client(self._settings()), breaker)
+
+    def _client(self, settings: Settings) -> Any:
+        return _redis(self.url, settings)
+
+    def events_client(self, client: Any) -> Any:
+        """The client the cache subscriber listens with (``.pubsub()``).
+
+        Its own client with a one-connection pool, so the subscription never
+        holds one of the app's pooled connections (and is not counted by the
+        circuit breaker).
+        """
+        return self._client(dataclasses.replace(self._settings(), pool_size=1))
+
+    def blocking_client(self, block: float) -> Any:
+        """The worker's own client: its reads block ``block`` seconds, longer than
+        the app's socket timeout allows.
+
+        No retries inside redis-py (recent versions retry timeouts by default):
+        the loop has its own back-off and an outage should reach it at once.
+        """
+        s = self._settings()
+        return redis.Redis.from_url(
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=block + max(1.0, s.socket_timeout),
+            socket_connect_timeout=s.connect_timeout,
+            health_check_interval=s.health_check_interval,
+            decode_responses=True,
+        )
+
+
+class RedisBackend(Backend):
+    """One Redis server: ``redis://``, ``rediss://``, ``unix://``."""
+
+
+def _hosts(url: str, default_port: int) -> tuple[str | None, list[tuple[str, int]], str]:
+    """``(password, [(host, port)...], path)`` of ``scheme://[:pw@]h:p[,h:p...][/path]``."""
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    netloc = netloc.split("?", 1)[0]
+    path = path.split("?", 1)[0]
+    auth, at, hostlist = netloc.rpartition("@")
+    password = unquote(auth.partition(":")[2]) if at and auth.partition(":")[2] else None
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+        if not colon:
+            host, port = item, str(default_port)
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"FLASHSALE_REDIS_URL has a bad host:port {item!r}: {url!r}")
+        hosts.append((host, int(port)))
+    if not hosts:
+        raise ConfigurationError(f"FLASHSALE_REDIS_URL names no host: {url!r}")
+    return password, hosts, path
+
+
+class ClusterBackend(Backend):
+    """A Redis Cluster: ``redis+cluster://[:password@]h:p[,h:p...]``.
+
+    Any reachable node of the list is enough to find the others. Every script
+    keeps its keys in one slot (the ``{sale}`` hash tag), so each runs on the
+    master owning its sale; redis-py follows ``MOVED``/``ASK`` and refreshes
+    its slot map after a failover. The worker reads each sale's stream on the
+    node that owns it, one ``XREADGROUP`` per stream.
+    """
+
+    kind = "cluster"
+    can_block = False
+    sharded = True
+
+    def parse(self) -> None:
+        """Read the password and the startup nodes."""
+        self.password, self.nodes, _ = _hosts(self.url, 6379)
+
+    def _client(self, settings: Settings) -> Any:
+        from redis.cluster import ClusterNode
+
+        from .breaker import GuardedCluster
+
+        return GuardedCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self.nodes],  # type: ignore[no-untyped-call]
+            password=self.password,
+            max_connections=settings.pool_size,
+            socket_timeout=settings.socket_timeout,
+            socket_connect_timeout=min(settings.connect_timeout, settings.socket_timeout),
+            health_check_interval=settings.health_check_interval,
+            decode_responses=True,
+        )
+
+    def events_client(self, client: Any) -> Any:
+        """Subscribes on a random node of ``client``'s cluster each time.
+
+        ``PUBLISH`` on a Cluster reaches every node, replicas too, so any node
+        will do; a new one is picked after each error (a node that failed).
+        """
+        return _ClusterEvents(client)
+
+    def blocking_client(self, block: float) -> Any:
+        """Not used: a cluster worker polls each stream on its own node."""
+        raise ConfigurationError("a Redis Cluster worker does not block across streams")
+
+
+class _ClusterEvents:
+    """``pubsub()`` on a random node of a cluster client (for :class:`~.cache.Subscriber`)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def pubsub(self) -> Any:
+        nodes = list(self.cluster.get_nodes())
+        return self.cluster.pubsub(node=random.choice(nodes) if nodes else None)
+
+
+class SentinelBackend(Backend):
+    """The master of a Sentinel group:
+    ``redis+sentinel://[:password@]h:p[,h:p...]/service[/db]``.
+
+    The hosts are the sentinels (port 26379 by default); ``password`` is the
+    data nodes' (sentinels are asked without one). Every new connection asks
+    the sentinels where the master is, and a connection to a master that was
+    demoted is dropped (redis-py's ``SentinelConnectionPool``), so a failover
+    is followed without a restart.
+    """
+
+    kind = "sentinel"
+
+    def parse(self) -> None:
+        """Read the password, the sentinels, the service name and the db."""
+        self.password, self.sentinels, path = _hosts(self.url, 26379)
+        service, _, db = path.strip("/").partition("/")
+        if not service:
+            raise ConfigurationError(
+                "FLASHSALE_REDIS_URL needs the service name: "
+                f"redis+sentinel://host:26379/<service>[/db], got {self.url!r}"
+            )
+        if db and not db.isdigit():
+            raise ConfigurationError(f"FLASHSALE_REDIS_URL has a bad db {db!r}: {self.url!r}")
+        self.service = service
+        self.db = int(db or 0)
+
+    def sentinel(self, socket_timeout: float) -> Any:
+        """A :class:`redis.sentinel.Sentinel` on the URL's sentinels."""
+        from redis.sentinel import Sentinel
+
+        s = self._settings()
+        return Sentinel(  # type: ignore[no-untyped-call]
+            self.sentinels,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=min(s.connect_timeout, socket_timeout),
+        )
+
+    def _master(self, settings: Settings, socket_timeout: float, **kwargs: Any) -> Any:
+        return self.sentinel(socket_timeout).master_for(
+            self.service,
+            db=self.db,
+            password=self.password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=min(settings.connect_timeout, socket_timeout),
+            health_check_interval=settings.health_check_interval,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            **kwargs,
+        )
+
+    def _client(self, settings: Settings) -> Any:
+        return self._master(
+            settings,
+            settings.socket_timeout,
+            max_connections=settings.pool_size,
+        )
+
+    def blocking_client(self, block: float) -> Any:
+        """The worker's own client on the current master (followed across failovers)."""
+        s = self._settings()
+        return self._master(s, block + max(1.0, s.socket_timeout))
+
+
+class MemoryBackend(Backend):
+    """``memory://``: an embedded fakeredis server, for one process (tests, demos)."""
+
+    kind = "memory"
+    can_block = False
+    process_local = True
+
+    def _client(self, settings: Settings) -> Any:
+        return _memory(self.url, settings)
+
+    def events_client(self, client: Any) -> Any:
+        """The app's client itself: the embedded store has no other way in."""
+        return client
+
+    def blocking_client(self, block: float) -> Any:
+        """Not used: a ``memory://`` worker polls."""
+        raise ConfigurationError("memory:// does not block")
+
+
+#: URL scheme -> backend class.
+SCHEMES: dict[str, type[Backend]] = {
+    "redis": RedisBackend,
+    "rediss": RedisBackend,
+    "unix": RedisBackend,
+    "redis+cluster": ClusterBackend,
+    "redis+sentinel": SentinelBackend,
+    "memory": MemoryBackend,
 }
 
 
-def client_from_settings(settings: Settings) -> Any:
-    """Create the app's Redis client (one shared connection pool)."""
-    scheme = settings.redis_url.split("://", 1)[0].lower() if "://" in settings.redis_url else ""
-    factory = SCHEMES.get(scheme)
-    if factory is None:
+def backend_class(url: str) -> type[Backend]:
+    """The backend class of ``url``'s scheme; raise ``ConfigurationError`` if unknown."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    found = SCHEMES.get(scheme)
+    if found is None:
         raise ConfigurationError(
             f"FLASHSALE_REDIS_URL scheme {scheme!r} is not supported; "
             f"use one of {', '.join(s + '://' for s in SCHEMES)}"
         )
-    return factory(settings.redis_url, settings)
+    return found
+
+
+def backend_from_settings(settings: Settings) -> Backend:
+    """The backend ``FLASHSALE_REDIS_URL`` names."""
+    return backend_class(settings.redis_url)(settings.redis_url, settings)
+
+
+def client_from_settings(settings: Settings) -> Any:
+    """A new unguarded client for ``FLASHSALE_REDIS_URL`` (its own connection pool)."""
+    return backend_from_settings(settings)._client(settings)

@@ -13,9 +13,9 @@ from flask import Flask, current_app
 from . import config, signals
 from .admission import LuaStrategy, check_order, ticket_token
 from .autoscale import Supervisor
-from .breaker import breaker_for, guard
-from .cache import SaleCache, Subscriber, events_client
-from .connection import client_from_settings
+from .breaker import breaker_for
+from .cache import SaleCache, Subscriber
+from .connection import Backend, backend_from_settings
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
@@ -37,7 +37,7 @@ ExpiryHandler = Callable[[Ticket], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def ticket_secret(app: Flask, settings: config.Settings) -> bytes:
+def ticket_secret(app: Flask, settings: config.Settings, backend: Backend) -> bytes:
     """The secret of idempotent ticket ids: ``FLASHSALE_SECRET``, else ``SECRET_KEY``.
 
     A ticket id for an ``Idempotency-Key`` is an HMAC under it, so it must be
@@ -49,7 +49,7 @@ def ticket_secret(app: Flask, settings: config.Settings) -> bytes:
     secret = settings.secret or app.config.get("SECRET_KEY")
     if secret:
         return secret if isinstance(secret, bytes) else str(secret).encode()
-    if settings.redis_url.startswith("memory://"):
+    if backend.process_local:
         return secrets.token_bytes(32)
     raise ConfigurationError(
         "set FLASHSALE_SECRET or SECRET_KEY: idempotent ticket ids are signed with it, "
@@ -69,8 +69,10 @@ class FlashSaleState:
         self.keys = Keys(settings.key_prefix)
         #: Circuit breaker in front of every Redis command (``None`` if turned off).
         self.breaker = breaker_for(app, settings)
+        #: What ``FLASHSALE_REDIS_URL`` names: makes the clients, knows what they can do.
+        self.backend: Backend = backend_from_settings(settings)
         #: The app's Redis client (one shared, blocking connection pool).
-        self.client = guard(client_from_settings(settings), self.breaker)
+        self.client = self.backend.client(self.breaker)
         #: Registered Lua scripts, by name.
         self.scripts: dict[str, Any] = {
             "admission": register(self.client, "gcra", "admission"),
@@ -107,7 +109,9 @@ class FlashSaleState:
             settings.cache_ttl,
             client=self.client,
             channel=self.keys.events_channel(),
-            subscriber=Subscriber(events_client(self.client, settings), self.keys.events_channel()),
+            subscriber=Subscriber(
+                self.backend.events_client(self.client), self.keys.events_channel()
+            ),
         )
         #: The order queue (cancel, dead letters, queue stats) on the app's client.
         self.orders = OrderQueue(
@@ -130,7 +134,7 @@ class FlashSaleState:
             api_rate_limit_key=settings.api_rate_limit_key,
         )
         #: Secret of idempotent ticket ids (see :func:`ticket_secret`).
-        self.secret: bytes = ticket_secret(app, settings)
+        self.secret: bytes = ticket_secret(app, settings, self.backend)
         #: The sales' waiting rooms: joins, polls and passes (signed with :attr:`secret`).
         self.scripts["queue_join"] = register(self.client, "gcra", "queue", "queue_join")
         self.scripts["queue_poll"] = register(self.client, "gcra", "queue", "queue_poll")

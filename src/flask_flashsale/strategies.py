@@ -174,7 +174,9 @@ class _WatchedAdmission:
             if verified_pass:
                 return Admission(status="pass_invalid", remaining=remaining)
             return Admission(status="pass_required", remaining=remaining)
-        seconds, micros = pipe.time()
+        # From the client, not the watching pipeline: a cluster pipeline
+        # cannot send a command without a key. (TIME is not watched anyway.)
+        seconds, micros = self.client.time()
         now = int(seconds) * 1000 + int(micros) // 1000
         if queue is not None and now >= int(expires or 0):
             return Admission(status="pass_invalid", remaining=remaining)
@@ -220,9 +222,12 @@ class _WatchedAdmission:
             {"t": ticket_id, "u": user_id, "q": quantity, "p": plan.price, "a": plan.now_ms},
         )
         pipe.hset(k.buyers, user_id, plan.tokens)
-        if plan.remaining == 0 and self.events_channel:
-            pipe.publish(self.events_channel, f"sold_out {sale_id}")
         remaining = int(pipe.execute()[0])
+        if plan.remaining == 0 and self.events_channel:
+            # After EXEC, not inside it: a cluster transaction holds only
+            # commands with keys of its slot. Lost if Redis fails right now:
+            # the cache TTL bounds that, as for any lost event.
+            self.client.publish(self.events_channel, f"sold_out {sale_id}")
         return Admission(status="queued", ticket_id=ticket_id, remaining=remaining)
 
 
@@ -289,7 +294,7 @@ class OptimisticStrategy:
                 self.counters.incr("retries")
                 cap = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
                 time.sleep(random.uniform(0, cap))
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(k.sale, k.users, k.ticket, k.buyers)
                     outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
@@ -416,7 +421,7 @@ class LockStrategy:
         lease_lost = False
         try:
             for _ in range(LOCKED_CONFLICT_RETRIES):
-                with self.client.pipeline() as pipe:
+                with self.client.pipeline(transaction=True) as pipe:
                     try:
                         pipe.watch(lock.key, k.sale, k.users, k.ticket, k.buyers)
                         outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)

@@ -44,8 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from . import registry, signals
 from .errors import ConfigurationError
@@ -56,7 +54,6 @@ from .payments import EXPIRY_BATCH, Payments, expired_ticket, is_expiry
 if TYPE_CHECKING:
     from types import FrameType
 
-    from .extension import FlashSaleState
 
 log = logging.getLogger("flask_flashsale.worker")
 
@@ -166,19 +163,20 @@ class Worker:
         self.name = name or default_name()
         self.burst = burst
         self.handle_signals = handle_signals
+        backend = state.backend
         # Blocking reads need the real server; memory:// ignores BLOCK, and a
         # Cluster read must not span slots: those poll each stream instead.
-        self.polling = settings.redis_url.split("://", 1)[0].lower() not in _BLOCKING_SCHEMES
+        self.polling = not backend.can_block
         tick = min(1.0, settings.claim_idle / 2)
         if settings.retry_backoff > 0:
             tick = min(tick, settings.retry_backoff)
-        if settings.redis_url.startswith("memory://"):
+        if backend.process_local:
             tick = min(tick, 0.1)  # round trips are function calls there
         #: Seconds between claims, discoveries of new sales, and blocking reads.
         self.tick = max(0.05, tick)
         #: Seconds between heartbeats (lease renewal + registry).
         self.heartbeat = max(0.05, min(5.0, settings.claim_idle / 3))
-        self.client = state.client if self.polling else _blocking_client(state, self.tick)
+        self.client = state.client if self.polling else backend.blocking_client(self.tick)
         self.queue = OrderQueue(
             self.client,
             state.keys,
@@ -694,26 +692,6 @@ class Worker:
         elif now - self._signalled_at > SIGNAL_REPEAT_WINDOW:
             log.warning("worker %s: second signal, stopping now", self.name)
             raise SystemExit(1)  # the order in hand stays pending: another worker claims it
-
-
-_BLOCKING_SCHEMES = ("redis", "rediss", "unix")
-
-
-def _blocking_client(state: FlashSaleState, block: float) -> Any:
-    """The worker's own client: its reads block longer than the app's socket timeout.
-
-    No retries inside redis-py (recent versions retry timeouts by default): the
-    loop has its own back-off and an outage should reach it at once.
-    """
-    s = state.settings
-    return redis.Redis.from_url(
-        s.redis_url,
-        retry=Retry(NoBackoff(), 0),
-        socket_timeout=block + max(1.0, s.socket_timeout),
-        socket_connect_timeout=s.connect_timeout,
-        health_check_interval=s.health_check_interval,
-        decode_responses=True,
-    )
 
 
 class InlineWorker:
