@@ -28,7 +28,7 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.worker import Worker
 
-from .worker_host import WorkerProcess, create_app, init_db, rows
+from .worker_host import WorkerProcess, host_with_orders, rows
 
 STOCK = 60
 POISON = 10  # index of the buyer whose order kills the worker
@@ -41,21 +41,8 @@ def host(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Flask, FlashSale, list[str]]]:
     """The host app (in this process, no poison here) with STOCK orders admitted."""
-    db = tmp_path / "host.sqlite3"
-    init_db(db)
-    monkeypatch.setenv("TEST_REDIS_URL", redis_url)
-    monkeypatch.setenv("HOST_DB", str(db))
     monkeypatch.setenv("MAX_ATTEMPTS", str(MAX_ATTEMPTS))
-    app = create_app()
-    ext: FlashSale = app.extensions["flashsale"].ext
-    with app.app_context():
-        ext.create_sale("drop", stock=STOCK)
-        tickets = []
-        for i in range(STOCK):
-            admission = ext.place_order("drop", f"user{i}")
-            assert admission.ticket_id is not None
-            tickets.append(admission.ticket_id)
-    yield app, ext, tickets
+    yield host_with_orders(tmp_path, redis_url, monkeypatch, STOCK)
 
 
 def supervise(

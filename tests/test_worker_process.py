@@ -22,7 +22,7 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.worker import SIGNAL_REPEAT_WINDOW, Worker
 
-from .worker_host import WorkerProcess, create_app, init_db, rows, wait_until
+from .worker_host import WorkerProcess, host_with_orders, rows, wait_until
 
 ORDERS = 20
 STUCK = 9  # index of the order the first worker gets stuck on
@@ -33,20 +33,7 @@ def host(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Flask, FlashSale, list[str]]]:
     """The host app (in this process) with ORDERS admitted orders, oldest first."""
-    db = tmp_path / "host.sqlite3"
-    init_db(db)
-    monkeypatch.setenv("TEST_REDIS_URL", redis_url)
-    monkeypatch.setenv("HOST_DB", str(db))
-    app = create_app()
-    ext: FlashSale = app.extensions["flashsale"].ext
-    with app.app_context():
-        ext.create_sale("drop", stock=ORDERS)
-        tickets = []
-        for i in range(ORDERS):
-            admission = ext.place_order("drop", f"user{i}")
-            assert admission.ticket_id is not None
-            tickets.append(admission.ticket_id)
-    yield app, ext, tickets
+    yield host_with_orders(tmp_path, redis_url, monkeypatch, ORDERS)
 
 
 def start_worker(tmp_path: Path, redis_url: str, name: str, **env: str) -> WorkerProcess:

@@ -154,6 +154,28 @@ class WorkerProcess:
         self._log_file.close()
 
 
+def host_with_orders(
+    tmp_path: Path, redis_url: str, env: Any, orders: int
+) -> tuple[Flask, FlashSale, list[str]]:
+    """The host app in this process (its database in ``tmp_path``, ``env`` a
+    ``MonkeyPatch`` for the environment) with sale ``drop`` and ``orders``
+    admitted orders, oldest first."""
+    db = tmp_path / "host.sqlite3"
+    init_db(db)
+    env.setenv("TEST_REDIS_URL", redis_url)
+    env.setenv("HOST_DB", str(db))
+    app = create_app()
+    ext: FlashSale = app.extensions["flashsale"].ext
+    with app.app_context():
+        ext.create_sale("drop", stock=orders)
+        tickets = []
+        for i in range(orders):
+            admission = ext.place_order("drop", f"user{i}")
+            assert admission.ticket_id is not None
+            tickets.append(admission.ticket_id)
+    return app, ext, tickets
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
