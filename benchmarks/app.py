@@ -13,7 +13,9 @@ gunicorn worker builds the same app:
     ``postgres:<conninfo>`` (see :mod:`benchmarks.hooks`).
 
 ``/bare`` is the ceiling: a Flask JSON view in the same app, same server,
-same headers, that does no work at all.
+same headers, that does no work at all. ``/floor`` is that view plus one raw
+Redis round trip of a trivial script (``EVALSHA`` of ``return 1``, through the
+extension's own client and pool): the cost no admission can avoid.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from typing import Any
 from flask import Flask, request
 
 from flask_flashsale import FlashSale
+
+#: The trivial script of ``/floor``: one key, like admission's hash tag, no work.
+FLOOR_SCRIPT = "return 1"
 
 
 def create_app(**config: Any) -> Flask:
@@ -45,6 +50,13 @@ def create_app(**config: Any) -> Flask:
     @app.get("/bare")
     def bare() -> dict[str, Any]:
         return {"ok": True, "user": request.headers.get("X-User")}
+
+    floor = FlashSale.state(app).client.register_script(FLOOR_SCRIPT)
+
+    @app.post("/floor")
+    def floor_view() -> dict[str, Any]:
+        user = request.headers.get("X-User")
+        return {"ok": floor(keys=["bench:{floor}"], args=[user or ""]), "user": user}
 
     hook = os.environ.get("BENCH_HOOK", "noop")
     if hook:

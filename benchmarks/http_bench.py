@@ -8,6 +8,10 @@ so a noisy machine shifts all cases together and the ratios stay stable.
 Cases:
 
 ``bare``      ``GET /bare``: a Flask JSON view that does nothing (the ceiling).
+``floor``     ``POST /floor``: the bare view plus one raw round trip of a trivial
+              script (``EVALSHA`` of ``return 1`` on the extension's client):
+              the cost no admission can avoid. ``order / floor`` is the share
+              of that budget the order path reaches (issue target: >= 0.9x).
 ``detail``    ``GET /api/flash-sales/hot``: one sale's JSON.
 ``order``     ``POST /api/flash-sales/hot/order`` on a sale with 10^9 stock,
               every request a new buyer (admission cost: one EVALSHA).
@@ -35,6 +39,7 @@ from .common import Processes, Redis, median, table
 CASES: dict[str, tuple[str, str, str]] = {
     # name: (method, path, expected outcome: status[:problem code])
     "bare": ("GET", "/bare", "200"),
+    "floor": ("POST", "/floor", "200"),
     "detail": ("GET", "/api/flash-sales/hot", "200"),
     "order": ("POST", "/api/flash-sales/hot/order", "202"),
     "sold_out": ("POST", "/api/flash-sales/gone/order", "409:sold_out"),
@@ -341,6 +346,10 @@ def summarise(cases: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if case in TARGETS:
             out[case]["target"] = TARGETS[case]
             out[case]["met"] = out[case]["ratio"] >= TARGETS[case]
+    if "floor" in cases:
+        for case in cases:
+            per_round = [r[case]["rps"] / r["floor"]["rps"] for r in rounds]
+            out[case]["vs_floor"] = median(per_round)
     return out
 
 
@@ -350,13 +359,14 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     for case, v in s.items():
         target = f">= {v['target']}x {'MET' if v['met'] else 'MISSED'}" if "target" in v else ""
+        floor = f"{v['vs_floor']:.2f}x" if "vs_floor" in v else "-"
         rows.append([case, v["rps"], v["p50_ms"], v["p99_ms"], v["requests"], v["errors"],
-                     f"{v['ratio']:.2f}x ({v['ratio_min']:.2f}-{v['ratio_max']:.2f})",
+                     f"{v['ratio']:.2f}x ({v['ratio_min']:.2f}-{v['ratio_max']:.2f})", floor,
                      f"{v['cpu_ratio']:.2f}x", f"{v['cpu_ratio_redis_elsewhere']:.2f}x",
                      v["web_cpu_us_per_req"], v["redis_cpu_us_per_req"], v["wrk_cpu_us_per_req"],
                      target])
     lines = [table(["case", "req/s", "p50 ms", "p99 ms", "requests", "errors",
-                    "vs bare (min-max)", "CPU vs bare", "w/o Redis CPU", "web us/req",
+                    "vs bare (min-max)", "vs floor", "CPU vs bare", "w/o Redis CPU", "web us/req",
                     "redis us/req", "wrk us/req", "target"], rows)]
     mem = result.get("redis_memory", {})
     if mem.get("bytes_per_order") is not None:
