@@ -240,3 +240,22 @@ def test_a_bad_sale_id_in_a_requeue_url_is_a_404_not_a_500(make_app: MakeApp) ->
     )
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
+
+
+def test_a_sale_with_a_waiting_room_shows_the_status_figures_of_its_queue(
+    make_app: MakeApp,
+) -> None:
+    app, ext = dashboard_app(make_app)
+    with app.app_context():
+        ext.create_sale("tee", stock=5, fairness="fifo", admit_rate=1)
+        ext.create_sale("cap", stock=5)
+        for buyer in ("a", "b", "c"):
+            ext.join_queue("tee", buyer)
+    doc = app.test_client().get(f"{PATH}/status.json", headers=OPERATOR).get_json()
+    status = json.loads(app.test_cli_runner().invoke(flashsale_cli, ["status", "--json"]).output)
+    cap, tee = doc["sales"]
+    assert cap["waiting_room"] is None
+    room = tee["waiting_room"]
+    assert room["fairness"] == "fifo" and room["joined"] == 3
+    assert room["waiting"] + room["let_through"] == 3
+    assert tee["queue"] == status["sales"][1]["queue"]
