@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import flask
 import pytest
 from flask import Blueprint, Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -173,6 +174,19 @@ def run_cookie_settings(make_app: MakeApp) -> None:
     app, ext = make_app()
     run(the_block("docs/security.rst", "SESSION_COOKIE_SAMESITE"), app, ext)
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def run_dashboard_access(make_app: MakeApp) -> None:
+    app, ext = make_app(FLASHSALE_DASHBOARD_PATH="/admin/flashsale")
+    app.config["OPERATORS"] = {"olga"}
+    run(the_block("docs/dashboard.rst", "def operators_only"), app, ext, session=flask.session)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["user_id"] = "bob"
+    assert client.get("/admin/flashsale").status_code == 403
+    with client.session_transaction() as session:
+        session["user_id"] = "olga"
+    assert client.get("/admin/flashsale").status_code == 200
 
 
 def run_cancel(make_app: MakeApp) -> None:
@@ -390,6 +404,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
         check_cli("docs/deployment.rst", "reconcile --fix"),
     ),
     ("docs/metrics.rst", "metrics_response", "run", run_metrics_view),
+    ("docs/dashboard.rst", "def operators_only", "run", run_dashboard_access),
     ("docs/metrics.rst", "keda.sh", "other", "a Kubernetes manifest for KEDA"),
     ("docs/performance.rst", "python -m benchmarks", "other", "names checked above"),
     ("docs/problems.rst", '"code": "sold_out"', "other", check_problem_sample),
