@@ -366,7 +366,7 @@ def check_problem_sample(make_app: MakeApp) -> None:
 
 #: (file, a snippet that finds the block, kind, what is done or why not)
 BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
-    ("README.md", "pip install -e '.[memory]' && flask", "other", check_readme_commands),
+    ("README.md", "pip install -e '.[shop]' && flask", "other", check_readme_commands),
     ("README.md", "./scripts/test.sh", "other", "the test suite itself; path checked above"),
     ("README.md", '"""Flask-FlashSale quick start', "other", "tests/test_quickstart.py"),
     ("README.md", "pip install -e '.[memory]' Flask-SQLAlchemy", "other", "test_quickstart"),
@@ -378,7 +378,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/consistency.rst", '"import-prices"', "run", run_lock),
     ("docs/consistency.rst", "CREATE TABLE inventory", "run", "executed by run_fencing"),
     ("docs/consistency.rst", "compute_new_stock", "run", run_fencing),
-    ("docs/consistency.rst", "SELECT version FROM products", "other", "an excerpt of the shop"),
+    ("docs/consistency.rst", "version_id_col", "other", "an excerpt of the shop"),
     (
         "docs/consistency.rst",
         "def confirmed_units",
