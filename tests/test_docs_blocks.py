@@ -405,6 +405,8 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ),
     ("docs/metrics.rst", "metrics_response", "run", run_metrics_view),
     ("docs/dashboard.rst", "def operators_only", "run", run_dashboard_access),
+    ("docs/shop.rst", "pip install -e '.[shop]'", "other", "README's first command"),
+    ("docs/shop.rst", "DATABASE_URL=postgresql", "other", "needs Redis and PostgreSQL"),
     ("docs/metrics.rst", "keda.sh", "other", "a Kubernetes manifest for KEDA"),
     ("docs/performance.rst", "python -m benchmarks", "other", "names checked above"),
     ("docs/problems.rst", '"code": "sold_out"', "other", check_problem_sample),
