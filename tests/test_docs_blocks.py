@@ -409,6 +409,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/shop.rst", "DATABASE_URL=postgresql", "other", "needs Redis and PostgreSQL"),
     ("docs/metrics.rst", "keda.sh", "other", "a Kubernetes manifest for KEDA"),
     ("docs/performance.rst", "python -m benchmarks", "other", "names checked above"),
+    ("docs/performance.rst", "locust -f examples/locustfile.py", "other", "test_locustfile"),
     ("docs/problems.rst", '"code": "sold_out"', "other", check_problem_sample),
     ("docs/quickstart.rst", "pip install 'Flask-FlashSale[memory]'", "other", "test_quickstart"),
     ("docs/quickstart.rst", "curl -c cookies.txt", "other", "tests/test_quickstart.py"),
