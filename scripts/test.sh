@@ -15,6 +15,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# The browser tests (tests/test_browser.py) drive Debian's chromium through
+# Playwright; Playwright never downloads a browser here. About 30 s with apt.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium (browser tests)"
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  elif [ "${CI:-}" = true ]; then
+    echo "chromium is missing: the browser tests need /usr/bin/chromium" >&2
+    exit 1
+  else
+    echo "== chromium is missing: the browser tests will be skipped" >&2
+  fi
+fi
+
 echo "== pip install -e '.[dev]'"
 "$PY" -m pip install -q -e '.[dev]'
 

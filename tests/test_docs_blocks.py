@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import flask
 import pytest
 from flask import Blueprint, Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -173,6 +174,19 @@ def run_cookie_settings(make_app: MakeApp) -> None:
     app, ext = make_app()
     run(the_block("docs/security.rst", "SESSION_COOKIE_SAMESITE"), app, ext)
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def run_dashboard_access(make_app: MakeApp) -> None:
+    app, ext = make_app(FLASHSALE_DASHBOARD_PATH="/admin/flashsale")
+    app.config["OPERATORS"] = {"olga"}
+    run(the_block("docs/dashboard.rst", "def operators_only"), app, ext, session=flask.session)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["user_id"] = "bob"
+    assert client.get("/admin/flashsale").status_code == 403
+    with client.session_transaction() as session:
+        session["user_id"] = "olga"
+    assert client.get("/admin/flashsale").status_code == 200
 
 
 def run_cancel(make_app: MakeApp) -> None:
@@ -359,7 +373,7 @@ def check_problem_sample(make_app: MakeApp) -> None:
 
 #: (file, a snippet that finds the block, kind, what is done or why not)
 BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
-    ("README.md", "pip install -e '.[memory]' && flask", "other", check_readme_commands),
+    ("README.md", "pip install -e '.[shop]' && flask", "other", check_readme_commands),
     ("README.md", "./scripts/test.sh", "other", "the test suite itself; path checked above"),
     ("README.md", '"""Flask-FlashSale quick start', "other", "tests/test_quickstart.py"),
     ("README.md", "pip install -e '.[memory]' Flask-SQLAlchemy", "other", "test_quickstart"),
@@ -372,7 +386,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/consistency.rst", '"import-prices"', "run", run_lock),
     ("docs/consistency.rst", "CREATE TABLE inventory", "run", "executed by run_fencing"),
     ("docs/consistency.rst", "compute_new_stock", "run", run_fencing),
-    ("docs/consistency.rst", "SELECT version FROM products", "other", "an excerpt of the shop"),
+    ("docs/consistency.rst", "version_id_col", "other", "an excerpt of the shop"),
     (
         "docs/consistency.rst",
         "def confirmed_units",
@@ -398,8 +412,12 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
         check_cli("docs/deployment.rst", "reconcile --fix"),
     ),
     ("docs/metrics.rst", "metrics_response", "run", run_metrics_view),
+    ("docs/dashboard.rst", "def operators_only", "run", run_dashboard_access),
+    ("docs/shop.rst", "pip install -e '.[shop]'", "other", "README's first command"),
+    ("docs/shop.rst", "DATABASE_URL=postgresql", "other", "needs Redis and PostgreSQL"),
     ("docs/metrics.rst", "keda.sh", "other", "a Kubernetes manifest for KEDA"),
     ("docs/performance.rst", "python -m benchmarks", "other", "names checked above"),
+    ("docs/performance.rst", "locust -f examples/locustfile.py", "other", "test_locustfile"),
     ("docs/problems.rst", '"code": "sold_out"', "other", check_problem_sample),
     ("docs/quickstart.rst", "pip install 'Flask-FlashSale[memory]'", "other", "test_quickstart"),
     ("docs/quickstart.rst", "curl -c cookies.txt", "other", "tests/test_quickstart.py"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,16 @@ def stop(app: Flask) -> None:
 
 
 def test_the_example_shop_runs_end_to_end_in_one_process(tmp_path: Path) -> None:
-    from examples.shop.app import create_app
+    from examples.shop.app import ShopOrder, create_app, db
 
     database = tmp_path / "shop.sqlite3"
     app = create_app(
-        {"TESTING": True, "SHOP_DATABASE": str(database), "FLASHSALE_REDIS_URL": "memory://"}
+        {
+            "TESTING": True,
+            "SHOP_DATABASE": str(database),
+            "FLASHSALE_REDIS_URL": "memory://",
+            "SHOP_DEMO_STARTS_IN": 0,
+        }
     )
     try:
         client = app.test_client()
@@ -74,9 +79,14 @@ def test_the_example_shop_runs_end_to_end_in_one_process(tmp_path: Path) -> None
 
         wait_until(lambda: ticket_status() != "queued", timeout=15)
         assert ticket_status() == "confirmed"
-        with sqlite3.connect(database) as db:
-            rows = db.execute("SELECT id, user_id, product_id, quantity, price FROM orders")
-            assert rows.fetchall() == [(ticket_id, "alice", "demo-sneakers", 1, "49.00")]
+        with app.app_context():
+            rows = [
+                (o.id, o.user_id, o.product_id, o.quantity, o.price, o.status)
+                for o in db.session.query(ShopOrder)
+            ]
+        assert rows == [
+            (ticket_id, "alice", "demo-sneakers", 1, Decimal("49.00"), "confirmed")
+        ]
         assert ticket_id in client.get("/").get_data(as_text=True)
     finally:
         stop(app)

@@ -10,7 +10,6 @@ traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -36,8 +35,7 @@ from .extension import FlashSale
 from .keys import check_sale_id
 from .models import Sale
 from .payments import PaymentStats
-from .registry import WorkerInfo, live_supervisors, live_workers
-from .waiting import QueueStats
+from .registry import WorkerInfo
 
 #: The command did what it was asked.
 EXIT_OK = 0
@@ -392,47 +390,26 @@ def worker_command(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
     """Show each sale's state, stock and queue, and the live workers."""
-    state = FlashSale.state(current_app)
-    sales = {s.id: s for s in state.sales.list()}
-    queues = state.orders.stats(sorted(sales))
-    supervisors = live_supervisors(state.client, state.keys)
-    payments = {p.sale_id: p for p in state.payments.stats(sorted(sales))}
-    waiting = {
-        sid: state.waiting.stats(sid) for sid in sorted(sales) if sales[sid].fairness != "none"
-    }
-    workers = live_workers(state.client, state.keys, supervisors)
+    status = _ext().status()
+    workers, supervisors = status.workers, status.supervisors
     if as_json:
-        doc = {
-            "sales": [
-                {
-                    **q.to_dict(),
-                    "status": sales[q.sale_id].status,
-                    "remaining": sales[q.sale_id].remaining,
-                    "stock": sales[q.sale_id].stock,
-                    "payment_timeout": sales[q.sale_id].payment_timeout,
-                    **payments[q.sale_id].to_dict(),
-                    **_queue_json(waiting.get(q.sale_id)),
-                }
-                for q in queues
-            ],
-            "workers": [w.to_dict() for w in workers],
-            "supervisors": [s.to_dict() for s in supervisors],
-        }
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps(status.to_dict()))
         return
     click.echo(
         f"{'SALE':<24} {'STATE':<9} {'LEFT/STOCK':>12} {'QUEUED':>7} {'PENDING':>8} {'LAG':>7}"
         f" {'RETRYING':>9} {'DEAD':>6}"
     )
-    for q in queues:
-        sale = sales[q.sale_id]
+    for row in status.sales:
+        sale, q = row.sale, row.queue
         left = f"{sale.remaining}/{sale.stock}"
         click.echo(
             f"{q.sale_id:<24} {sale.status:<9} {left:>12} {q.length:>7} {q.pending:>8} {q.lag:>7}"
             f" {q.retrying:>9} {q.dead_letters:>6}"
         )
+    sales = {row.sale.id: row.sale for row in status.sales}
+    payments = {row.sale.id: row.payments for row in status.sales}
     _echo_payments(sales, payments)
-    for w_room in waiting.values():
+    for w_room in (row.waiting for row in status.sales):
         if w_room is not None:
             drawn = {None: "", True: ", drawn", False: ", not drawn yet"}[w_room.drawn]
             click.echo(
@@ -479,15 +456,6 @@ def _echo_payments(sales: dict[str, Sale], payments: dict[str, PaymentStats]) ->
         click.echo(
             f"{p.sale_id:<24} {limit:>9} {p.awaiting_payment:>9} {p.paid:>7} {p.expired:>8}"
         )
-
-
-def _queue_json(stats: QueueStats | None) -> dict[str, object]:
-    """The ``queue`` member of a sale in ``status --json`` (none without a waiting room)."""
-    if stats is None:
-        return {}
-    doc = dataclasses.asdict(stats)
-    del doc["sale_id"]
-    return {"queue": doc}
 
 
 #: Dead letters read per round trip while ``dead-letters`` pages through a stream.

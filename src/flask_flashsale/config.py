@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "FLASHSALE_WORKER_BATCH": 32,
     "FLASHSALE_METRICS": None,
     "FLASHSALE_METRICS_PATH": None,
+    "FLASHSALE_DASHBOARD_PATH": None,
     "FLASHSALE_ALLOWED_ORIGINS": (),
     "FLASHSALE_AUTOSCALE_LAG": 100,
     "FLASHSALE_AUTOSCALE_UP_AFTER": 3.0,
@@ -92,6 +93,8 @@ class Settings:
     worker_batch: int = 32
     metrics: bool = False
     metrics_path: str | None = None
+    #: Where the operator dashboard is served (``None``: not served).
+    dashboard_path: str | None = None
     #: Origins besides the app's own that may send unsafe requests (normalised).
     allowed_origins: frozenset[str] = frozenset()
     autoscale_lag: int = 100
@@ -192,6 +195,7 @@ def load(config: Any) -> Settings:
         worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
         metrics=_metrics_enabled(config),
         metrics_path=_metrics_path(config),
+        dashboard_path=_path(config, "FLASHSALE_DASHBOARD_PATH"),
         allowed_origins=_allowed_origins(config),
         autoscale_lag=_number(config, "FLASHSALE_AUTOSCALE_LAG", int, 0),
         autoscale_up_after=_number(config, "FLASHSALE_AUTOSCALE_UP_AFTER", float, 0),
@@ -246,6 +250,16 @@ def _metrics_path(config: Any) -> str | None:
     if not str(path).startswith("/"):
         raise ConfigurationError(f"FLASHSALE_METRICS_PATH must start with '/'; got {path!r}")
     return str(path)
+
+
+def _path(config: Any, key: str) -> str | None:
+    """A URL path setting: ``None``/empty turns the feature off; otherwise it starts with '/'."""
+    path = config[key]
+    if not path:
+        return None
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        raise ConfigurationError(f"{key} must be a path like '/flashsale'; got {path!r}")
+    return path.rstrip("/")
 
 
 _ORIGIN = re.compile(

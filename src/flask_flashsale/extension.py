@@ -16,6 +16,7 @@ from .autoscale import Supervisor
 from .breaker import breaker_for
 from .cache import SaleCache, Subscriber
 from .connection import Backend, backend_from_settings
+from .dashboard import create_dashboard
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
 from .keys import Keys, check_sale_id, split_ticket_id
 from .lock import FencedLock, lock_keys
@@ -27,6 +28,7 @@ from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
 from .reconcile import Reconciler, ReconcileSource, SaleReconciliation
 from .sales import SaleStore
 from .scripts import register
+from .status import Status, read_status
 from .strategies import InventoryStrategy, build_strategy
 from .waiting import QueueStatus, WaitingRoom
 from .worker import InlineWorker, Worker
@@ -178,6 +180,7 @@ class FlashSale:
         self._expiry_handler: ExpiryHandler | None = None
         self._limit_exempt_when: Callable[[], bool] | None = None
         self._reconcile_source: ReconcileSource | None = None
+        self._dashboard_access: Callable[[], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -191,6 +194,8 @@ class FlashSale:
         app.extensions["flashsale"] = FlashSaleState(self, app, settings)
         app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix)
         install_error_handlers(app, settings.url_prefix)
+        if settings.dashboard_path:
+            app.register_blueprint(create_dashboard(self), url_prefix=settings.dashboard_path)
         app.extensions["flashsale"].limiter.install(app)
         if settings.inline_worker:
             app.extensions["flashsale"].inline_worker = InlineWorker(app)
@@ -218,6 +223,21 @@ class FlashSale:
         """
         self._order_handler = fn
         return fn
+
+    def dashboard_access(self, fn: F) -> F:
+        """Register the function that says whether the current request may see the dashboard.
+
+        It runs inside the request (read your session, ``current_user``...) and
+        returns True for operators. Without one, every request to
+        :data:`FLASHSALE_DASHBOARD_PATH` gets 403 ``dashboard_forbidden``.
+        See :doc:`/dashboard`.
+        """
+        self._dashboard_access = fn
+        return fn
+
+    def dashboard_allowed(self) -> bool:
+        """True if the current request may see the dashboard (:meth:`dashboard_access`)."""
+        return self._dashboard_access is not None and self._dashboard_access() is True
 
     def expiry_handler(self, fn: F) -> F:
         """Register the host's hook for unpaid holds that expired (see :doc:`/payments`).
@@ -486,6 +506,14 @@ class FlashSale:
         ]
 
     # -- monitoring -----------------------------------------------------------
+
+    def status(self) -> Status:
+        """Every sale's stock, queue and payments, and the live workers, read from Redis.
+
+        What ``flask flashsale status`` prints and the operator dashboard
+        shows (one reading for both): a :class:`~flask_flashsale.status.Status`.
+        """
+        return read_status(self.state())
 
     def metrics_response(self) -> Any:
         """The Prometheus text exposition of the app's metrics, as a response.
