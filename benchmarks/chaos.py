@@ -16,6 +16,15 @@ came back until the sale is sold out again (so a unit given back by mistake
 is sold twice and shows), in rounds until nothing more comes back. Then the
 workers are stopped and :func:`benchmarks.chaos_check.check` judges the
 answers against what Redis and the host database hold.
+
+With ``--payment-timeout S`` every scenario runs on a sale with that payment
+timeout (results in ``chaos-payments.json``): the crowds pay ``--pay-share``
+of their tickets through the chaos app's payment endpoint (some twice, some
+around or after ``pay_by``, see :mod:`benchmarks.chaos_crowd`), the rest
+expire and the expiry hook marks their rows; "drained" then also means that
+no hold is left in the deadline index (every ``pay_by`` has passed and the
+workers expired what was unpaid), and the late buyers (and the poison order)
+pay at once.
 """
 
 from __future__ import annotations
@@ -88,6 +97,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use SQLite (WAL) as the host DB even if PostgreSQL is there")
     parser.add_argument("--history-dir", default=None,
                         help="where the answer histories and logs go (default: a new temp dir)")
+    parser.add_argument("--payment-timeout", type=float, default=None, metavar="S",
+                        help="run on a sale with this payment timeout (s): buyers pay or "
+                             "their holds expire; results in chaos-payments.json")
+    parser.add_argument("--pay-share", type=float, default=0.6,
+                        help="with --payment-timeout: share of the admitted tickets paid")
+    parser.add_argument("--twice-share", type=float, default=0.2,
+                        help="with --payment-timeout: share of the payments delivered twice")
+    parser.add_argument("--late-share", type=float, default=0.15,
+                        help="with --payment-timeout: share of the payments made around or "
+                             "after pay_by")
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """``chaos``, or ``chaos-payments`` with ``--payment-timeout``."""
+    return "chaos" if args.payment_timeout is None else "chaos-payments"
 
 
 def quick(args: argparse.Namespace) -> None:
@@ -179,9 +203,16 @@ class Run:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def buy(self, buyer: str, key: str, quantity: int = 1) -> dict[str, Any]:
-        """One order from the harness, retried after a 503 or no answer; its last answer."""
-        answers = Client(self.base).attempt(self.sale, buyer, quantity, key, 5, random.Random())
+        """One order from the harness, retried after a 503 or no answer; its last answer.
+
+        With a payment timeout, an admitted order is paid at once.
+        """
+        client = Client(self.base)
+        answers = client.attempt(self.sale, buyer, quantity, key, 5, random.Random())
         self.records += answers
+        if self.args.payment_timeout is not None and answers[-1]["status"] == 202:
+            self.records += client.pay_retrying(answers[-1]["ticket"], buyer, "late-buyer")
+        client.close()
         return answers[-1]
 
 
@@ -311,11 +342,18 @@ def inject(run: Run, scenario: Scenario, out: dict[str, Any]) -> None:
 
 
 def wait_drained(run: Run, deadline: float) -> bool:
-    """Wait until every admitted order is settled (the stream is empty); False at ``deadline``."""
-    stream = Keys("flashsale").stream(run.sale)
+    """Wait until every admitted order is settled (the stream is empty) and, with a
+    payment timeout, no hold awaits payment (the deadline index is empty, read in the
+    same transaction: an expiry queues its hook's call in the script that ends the
+    hold); False at ``deadline``."""
+    keys = Keys("flashsale")
     while time.monotonic() < deadline:
         with contextlib.suppress(redis_lib.RedisError):
-            if int(run.redis.client.xlen(stream)) == 0:
+            pipe = run.redis.client.pipeline(transaction=True)
+            pipe.xlen(keys.stream(run.sale))
+            pipe.zcard(keys.holds(run.sale))
+            backlog, holds = pipe.execute()
+            if int(backlog) == 0 and int(holds) == 0:
                 return True
         time.sleep(0.1)
     return False
@@ -351,18 +389,33 @@ def read_state(run: Run, ext: Any, db: HostDB, max_attempts: int) -> State:
     names = list(c.scan_iter(match=prefix + "*", count=1000))
     pipe = c.pipeline(transaction=False)
     for name in names:
-        pipe.hmget(name, "u", "q", "s")
-    tickets = {f"{run.sale}~{name[len(prefix):]}": TicketState(u, int(q), s)
-               for name, (u, q, s) in zip(names, pipe.execute(), strict=True)}
-    calls = {order_id: Calls(n["start"], n["ok"], n["raised"], n["attempt"])
+        pipe.hmget(name, "u", "q", "s", "a", "d")
+
+    def ms(value: str | None) -> int | None:
+        return None if value in (None, "") else int(float(value))
+
+    tickets = {f"{run.sale}~{name[len(prefix):]}": TicketState(u, int(q), s, ms(a), ms(d))
+               for name, (u, q, s, a, d) in zip(names, pipe.execute(), strict=True)}
+    calls = {order_id: Calls(n["start"], n["ok"], n["raised"], n["attempt"],
+                             n["expiry_start"], n["expiry_ok"], n["expiry_raised"])
              for order_id, n in db.call_counts(run.sale).items()}
+    dead = [f for _, f in c.xrange(keys.dead(run.sale))]
+
+    def expiry(letter: dict[str, str]) -> bool:  # an expiry hook's call given up
+        return str(letter.get("r", "")).startswith("expiry hook:")
+
+    paid, expired = c.hmget(keys.payments(run.sale), "paid", "expired")
     return State(
         stock=sale.stock, remaining=sale.remaining, per_user_limit=sale.per_user_limit,
         max_attempts=max_attempts, tickets=tickets,
         users={u: int(n) for u, n in c.hgetall(keys.users(run.sale)).items()},
-        dead_letters=[f["t"] for _, f in c.xrange(keys.dead(run.sale))],
+        dead_letters=[f["t"] for f in dead if not expiry(f)],
         backlog=int(c.xlen(keys.stream(run.sale))),
-        rows=db.rows(run.sale), calls=calls)
+        rows=db.rows(run.sale), calls=calls,
+        payment_timeout_ms=ms(c.hget(keys.sale(run.sale), "pay")),
+        row_states=db.states(run.sale),
+        expiry_dead_letters=[f["t"] for f in dead if expiry(f)],
+        paid_counter=int(paid or 0), expired_counter=int(expired or 0))
 
 
 def start_crowds(run: Run, history: Path, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
@@ -376,6 +429,10 @@ def start_crowds(run: Run, history: Path, env: dict[str, str]) -> list[subproces
                 "--buyers", str(args.buyers), "--seed", str(i),
                 "--max-seconds", str(args.max_crowd_seconds),
                 "--history", str(history.with_name(f"{history.name}{i}.jsonl"))]
+        if args.payment_timeout is not None:
+            argv += ["--payment-timeout", str(args.payment_timeout),
+                     "--pay-share", str(args.pay_share), "--twice-share", str(args.twice_share),
+                     "--late-share", str(args.late_share)]
         crowds.append(run.procs.start(argv, cwd=common.ROOT, env=env, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE))
     for proc in crowds:
@@ -389,7 +446,7 @@ def run_scenario(name: str, args: argparse.Namespace, db: HostDB, db_spec: str,
     from .chaos_app import create_app
 
     scenario = SCENARIOS[name]
-    sale_id = f"chaos-{name}"
+    sale_id = f"chaos-{name}" if args.payment_timeout is None else f"chaos-pay-{name}"
     result: dict[str, Any] = {"scenario": name, "what": scenario.what}
     for old in [*out_dir.glob(f"{name}.*.jsonl"), *out_dir.glob(f"{name}.*.log")]:
         old.unlink()  # a previous run's, in a reused --history-dir
@@ -407,7 +464,8 @@ def run_scenario(name: str, args: argparse.Namespace, db: HostDB, db_spec: str,
             max_attempts = int(app.config["FLASHSALE_MAX_ATTEMPTS"])
             with app.app_context():
                 ext.create_sale(sale_id, stock=args.stock, price="10.00",
-                                per_user_limit=args.per_user_limit)
+                                per_user_limit=args.per_user_limit,
+                                payment_timeout=args.payment_timeout)
             connections = args.crowds * args.threads
             web, base = common.start_gunicorn(
                 procs, redis_url=redis.url, workers=args.web_workers, worker_class="gthread",
@@ -492,6 +550,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trigger": args.trigger, "claim_idle": args.claim_idle, "hook_ms": args.hook_ms,
             "fail_rate": args.fail_rate, "pause_s": args.pause,
             "redis": "--appendonly yes --appendfsync everysec",
+            "payment_timeout": args.payment_timeout,
+            **({} if args.payment_timeout is None else {
+                "pay_share": args.pay_share, "twice_share": args.twice_share,
+                "late_share": args.late_share}),
         },
         "history_dir": str(out_dir),
         "code": code_version(),
@@ -521,15 +583,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> str:
     """The table, then how each fault went and what failed."""
+    payments = result["settings"].get("payment_timeout") is not None
     rows = []
     for s in result["scenarios"]:
         c = s["verdict"]["counts"]
-        rows.append([s["scenario"], c["attempts"], c["2xx"], c["4xx"], c["5xx"], c["no_answer"],
-                     c["admitted"], c["confirmed"], c["compensated"], c["lost"],
-                     c["duplicated"], c["oversold"], s["restarts"], s["check"]])
-    lines = [table(["scenario", "attempts", "2xx", "4xx", "5xx", "no answer", "admitted",
-                    "confirmed", "compensated", "lost", "duplicated", "oversold", "restarts",
-                    "check"], rows), ""]
+        if payments:
+            rows.append([s["scenario"], c["attempts"], c["2xx"], c["4xx"], c["5xx"],
+                         c["no_answer"], c["admitted"], c["paid"], c["expired"],
+                         c["compensated"], c["payments"], c["too_late_answers"], c["paid_late"],
+                         c["lost"], c["duplicated"], c["oversold"], s["restarts"], s["check"]])
+        else:
+            rows.append([s["scenario"], c["attempts"], c["2xx"], c["4xx"], c["5xx"],
+                         c["no_answer"], c["admitted"], c["confirmed"], c["compensated"],
+                         c["lost"], c["duplicated"], c["oversold"], s["restarts"], s["check"]])
+    if payments:
+        headers = ["scenario", "attempts", "2xx", "4xx", "5xx", "no answer", "admitted", "paid",
+                   "expired", "failed", "payments", "too late", "paid late", "lost",
+                   "duplicated", "oversold", "restarts", "check"]
+    else:
+        headers = ["scenario", "attempts", "2xx", "4xx", "5xx", "no answer", "admitted",
+                   "confirmed", "compensated", "lost", "duplicated", "oversold", "restarts",
+                   "check"]
+    lines = [table(headers, rows), ""]
     for s in result["scenarios"]:
         v = s["verdict"]
         c = v["counts"]
@@ -544,6 +619,21 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"  {c['hook_calls']:,} hook calls, {c['redelivered']} after a "
                      f"redelivery; {c['unseen']} admitted unseen by clients; reconcile "
                      f"{'agrees' if s['reconcile']['ok'] else 'found drift'}")
+        if payments:
+            def ms(value: int | None) -> str:
+                return "-" if value is None else f"{value} ms"
+
+            lines.append(f"  {c['payments']:,} payment calls: {c['paid_answers']:,} paid "
+                         f"({c['paid_twice']} tickets paid twice), {c['too_late_answers']} too "
+                         f"late, {c['refused_answers']} refused, {c['pay_unanswered']} 503, 404 or "
+                         f"unanswered; {c['expiry_calls']:,} expiry hook calls "
+                         f"({c['expiry_redelivered']} tickets' more than once, "
+                         f"{c['expiry_dead_letters']} given up); {c['dead_letters']} order "
+                         "dead letter(s)")
+            lines.append(f"  closest to pay_by: a payment accepted that began "
+                         f"{ms(c['closest_paid_ms'])} before it, a too_late that ended "
+                         f"{ms(c['closest_too_late_ms'])} after it; {c['pay_unverified']} paid "
+                         "ticket(s) not timed (a payment call unanswered)")
         failed = [k for k, ok in v["checks"].items() if not ok]
         if failed:
             lines.append("  FAILED: " + "; ".join(failed))
@@ -552,10 +642,15 @@ def report(result: dict[str, Any]) -> str:
                 lines.append(f"    {kind}: {examples[0]}{more}")
     st = result["settings"]
     lines.append("")
+    pay = ""
+    if payments:
+        pay = (f"payment timeout {st['payment_timeout']:g} s, {st['pay_share']:.0%} of the "
+               f"tickets paid ({st['twice_share']:.0%} of those twice, {st['late_share']:.0%} "
+               "around or after pay_by), the rest left to expire; ")
     lines.append(f"{st['stock']:,} units, {st['attempts']:,} attempts per scenario from "
                  f"{st['buyers']:,} buyers (limit {st['per_user_limit']}, 40% with an "
-                 f"Idempotency-Key, retried after 503/no answer); {st['web']}; {st['workers']} "
-                 f"queue workers under a supervisor; Redis {st['redis']}; host DB: "
-                 f"{result['host_db']}; faults at {st['trigger']:.0%} of the stock sold; "
+                 f"Idempotency-Key, retried after 503/no answer); {pay}{st['web']}; "
+                 f"{st['workers']} queue workers under a supervisor; Redis {st['redis']}; host "
+                 f"DB: {result['host_db']}; faults at {st['trigger']:.0%} of the stock sold; "
                  f"code at commit {result['code']}")
     return "\n".join(lines)

@@ -37,6 +37,52 @@ duplicated
 oversold
     units beyond the stock: admitted minus compensated in Redis, or units in
     the host's rows, whichever is more.
+
+With a payment timeout (``State.payment_timeout_ms``; ``python -m benchmarks
+chaos --payment-timeout S``) the history also holds the answers of the
+chaos app's payment endpoint (entries with ``"op": "pay"``):
+
+``ticket``, ``kind``
+    the ticket paid, and why (``once``, ``twice``: one of a webhook's two
+    deliveries, ``late``: paid around or after ``pay_by``, ``late-buyer``);
+``status``, ``code``
+    ``200`` with an ``outcome``, a problem (``404 ticket_not_found``, ``503
+    backend_unavailable``), or ``None`` (no answer);
+``outcome``, ``ticket_status``
+    ``paid``, ``too_late`` (:class:`~flask_flashsale.PaymentTooLate`) or
+    ``refused`` (:class:`~flask_flashsale.PaymentRefused`), and the status
+    the library gave;
+``redis_before_ms``, ``redis_after_ms``
+    Redis ``TIME`` (ms) read by the app just before and just after its
+    ``mark_paid`` call: the script that judged the payment ran between the two.
+
+and these rules hold besides the ones above (a confirmed ticket is not an
+end: the worker makes it ``awaiting_payment``, and once the queue is drained
+and every ``pay_by`` has passed, none may still await payment):
+
+- every admitted ticket ends ``paid``, ``expired``, ``cancelled`` or ``failed``;
+- the units given back (``stock - remaining`` against every ticket's units) are
+  exactly the units of expired, failed and cancelled tickets, and the sale's
+  ``expired`` / ``paid`` counters count each expired / paid ticket once;
+- paid units + other live units never exceed the stock, nor do the units of
+  the host's paid rows;
+- the expiry hook was called (at least once) for every expired ticket, and
+  never for any other;
+- no payment was accepted after ``pay_by``: the ticket's first accepted
+  payment began (``redis_before_ms``) before its ``pay_by``, checked for every
+  ticket whose payment requests were all answered; no ``too_late`` answer
+  ended (``redis_after_ms``) before ``pay_by``; ``pay_by`` is the admission
+  time + the payment timeout;
+- answers hold: a ticket answered ``paid`` ends paid (or cancelled: a refund),
+  one answered ``too_late`` never ends paid, no admitted ticket is answered
+  ``404``;
+- the host model: the order hook writes a row (state ``new``), the payment
+  endpoint marks it ``paid`` (an upsert: the webhook may beat the worker), the
+  expiry hook marks it ``expired``. At the end the host's rows are exactly the
+  paid and the expired tickets, a paid ticket's row says ``paid`` and an
+  expired ticket's row says ``expired`` (``new`` if its expiry hook was given
+  up: a dead letter). Failed tickets have no row; cancelled ones are the
+  shop's own business (the chaos app never cancels).
 """
 
 from __future__ import annotations
@@ -56,8 +102,13 @@ class TicketState:
 
     user: str
     quantity: int
-    #: ``queued``, ``confirmed``, ``failed`` or ``cancelled``.
+    #: ``queued``, ``confirmed``, ``failed`` or ``cancelled``; with a payment
+    #: timeout also ``awaiting_payment``, ``paid`` and ``expired``.
     status: str
+    #: Admission time, Redis ms (the ticket's ``a``), when known.
+    admitted_ms: int | None = None
+    #: ``pay_by``, Redis ms (the ticket's ``d``), once the ticket has one.
+    pay_by_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +123,10 @@ class Calls:
     raised: int = 0
     #: The highest delivery count (``Order.attempt``) a call was made with.
     attempt: int = 1
+    #: Calls of the expiry hook that began, returned (the row marked ``expired``), raised.
+    expiry_started: int = 0
+    expiry_returned: int = 0
+    expiry_raised: int = 0
 
     @property
     def died(self) -> int:
@@ -100,13 +155,23 @@ class State:
     rows: dict[str, tuple[str, int]]
     #: The host's log of hook calls, by order id.
     calls: dict[str, Calls] = field(default_factory=dict)
+    #: The sale's payment timeout (ms); ``None``: no payment timeout, the
+    #: payment rules are not checked.
+    payment_timeout_ms: int | None = None
+    #: The state of each host row (``new``, ``paid``, ``expired``), by order id.
+    row_states: dict[str, str] = field(default_factory=dict)
+    #: The ticket id of each dead letter of an expiry hook's call (not in ``dead_letters``).
+    expiry_dead_letters: list[str] = field(default_factory=list)
+    #: The sale's ``paid`` and ``expired`` counters (the payments hash).
+    paid_counter: int = 0
+    expired_counter: int = 0
 
 
 @dataclass
 class Verdict:
     """The outcome of :func:`check`: counts, one bool per check, and examples of what failed."""
 
-    counts: dict[str, int]
+    counts: dict[str, Any]
     checks: dict[str, bool]
     problems: dict[str, list[str]]
 
@@ -146,11 +211,27 @@ def answer_class(entry: Mapping[str, Any]) -> str:
     return f"{int(status) // 100}xx"
 
 
+#: Ticket statuses whose units are held (``remaining`` + their units == stock).
+LIVE = ("queued", "confirmed", "awaiting_payment", "paid")
+#: Ticket statuses whose units were given back.
+GIVEN_BACK = ("failed", "expired", "cancelled")
+#: The statuses a ticket may end in when the sale has a payment timeout.
+PAYMENT_ENDS = ("paid", "expired", "cancelled", "failed")
+
+
+def is_payment(entry: Mapping[str, Any]) -> bool:
+    """True for an answer of the payment endpoint, False for an order's."""
+    return entry.get("op") == "pay"
+
+
 def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
     """Judge one scenario; see the module docstring for what each count means."""
     history = list(history)
+    orders = [e for e in history if not is_payment(e)]
+    payments = [e for e in history if is_payment(e)]
+    pm = state.payment_timeout_ms is not None
     found = _Findings()
-    classes = Counter(answer_class(e) for e in history)
+    classes = Counter(answer_class(e) for e in orders)
 
     # What the clients were told.
     seen: dict[str, Mapping[str, Any]] = {}
@@ -160,7 +241,10 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
         if status is not None and status >= 500 and not (
             status == 503 and e.get("code") == "backend_unavailable"
         ):
-            found.add("bad_5xx", f"{status} {e.get('code')!r} for {e.get('buyer')}")
+            what = f"payment of {e.get('ticket')}" if is_payment(e) else e.get("buyer")
+            found.add("bad_5xx", f"{status} {e.get('code')!r} for {what}")
+    for e in orders:
+        status = e.get("status")
         if status == 202:
             ticket = e.get("ticket")
             if not ticket:
@@ -183,8 +267,9 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
     # Every admitted ticket, and how it ended.
     admitted = set(seen) | set(state.tickets)
     dead = Counter(state.dead_letters)
-    lost = confirmed = compensated = 0
-    admitted_units = compensated_units = 0
+    ends: Counter[str] = Counter()
+    lost = 0
+    admitted_units = given_back_units = 0
     live: Counter[str] = Counter()
     for ticket in sorted(admitted):
         r = state.tickets.get(ticket)
@@ -196,24 +281,31 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
                               "no such ticket in Redis")
             continue
         admitted_units += r.quantity
+        ends[r.status] += 1
         if told is not None and (told.get("buyer") != r.user
                                  or int(told.get("quantity", r.quantity)) != r.quantity):
             found.add("mismatch", f"{ticket}: told {told.get('buyer')} x{told.get('quantity')},"
                                   f" Redis holds {r.user} x{r.quantity}")
         calls = state.calls.get(ticket, Calls())
-        if r.status in ("queued", "confirmed"):
+        if r.status in LIVE:
             live[r.user] += r.quantity
+        if r.status in GIVEN_BACK:
+            given_back_units += r.quantity
+        if pm and calls.expiry_started and r.status != "expired":
+            found.add("expiry_hook", f"{ticket}: {r.status}, yet its expiry hook was called "
+                                     f"{calls.expiry_started} time(s)")
         if r.status == "queued":
             lost += 1
             found.add("lost", f"{ticket}: still queued after the drain")
+        elif pm and r.status in ("confirmed", "awaiting_payment"):
+            lost += 1
+            found.add("unsettled", f"{ticket}: still {r.status} once the queue was drained "
+                                   "and every pay_by had passed")
         elif r.status == "confirmed":
-            confirmed += 1
             if ticket not in state.rows:
                 lost += 1
                 found.add("lost", f"{ticket}: confirmed in Redis, no row in the host")
         elif r.status == "failed":
-            compensated += 1
-            compensated_units += r.quantity
             if dead[ticket] != 1:
                 if dead[ticket] > 1:
                     duplicated += dead[ticket] - 1
@@ -229,28 +321,63 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
                 found.add("compensated_without_cause",
                           f"{ticket}: compensated after {calls.raised} failed and "
                           f"{calls.died} died hook call(s) (< {state.max_attempts})")
-        else:
+        elif pm and r.status == "expired":
+            if not calls.expiry_started:
+                found.add("expiry_hook", f"{ticket}: expired, its expiry hook was never called")
+        elif not (pm and r.status in PAYMENT_ENDS):
             found.add("unexpected_status", f"{ticket}: status {r.status!r}")
     for ticket in dead:
-        if ticket not in state.tickets or state.tickets[ticket].status != "failed":
-            found.add("compensated_once", f"{ticket}: dead letter for a ticket that is not failed")
+        r = state.tickets.get(ticket)
+        if r is not None and r.status == "failed":
+            continue
+        calls = state.calls.get(ticket, Calls())
+        if (pm and r is not None and r.status == "paid" and dead[ticket] == 1
+                and calls.raised + calls.died >= state.max_attempts and not calls.returned):
+            continue  # paid while queued, then its hook failed for good: the unit stays held
+        found.add("compensated_once", f"{ticket}: dead letter for a ticket that is "
+                                      f"{r.status if r else 'gone'}")
+    for ticket in set(state.expiry_dead_letters):
+        r = state.tickets.get(ticket)
+        if r is None or r.status != "expired":
+            found.add("expiry_hook", f"{ticket}: expiry hook dead letter for a ticket that is "
+                                     f"{r.status if r else 'gone'}")
 
     # The host's side.
+    row_units = {t: units for t, (_user, units) in state.rows.items()}
     for order_id, (user, _units) in sorted(state.rows.items()):
         r = state.tickets.get(order_id)
         if r is None:
             duplicated += 1
             found.add("host_rows", f"{order_id}: host row for {user}, no ticket in Redis")
-        elif r.status != "confirmed" and r.status != "failed":  # failed: counted above
+        elif r.status not in (("paid", "expired", "cancelled", "failed") if pm
+                              else ("confirmed", "failed")):  # failed: counted above
             found.add("host_rows", f"{order_id}: host row, ticket {r.status}")
-    rows_confirmed = {t for t, r in state.tickets.items() if r.status == "confirmed"}
-    if set(state.rows) != rows_confirmed:
-        found.add("host_rows", f"{len(state.rows)} host rows, {len(rows_confirmed)} confirmed "
-                               f"tickets, {len(set(state.rows) ^ rows_confirmed)} differ", 0)
-    host_units = sum(units for _, units in state.rows.values())
+    if pm:
+        host_rows = "host rows == paid + expired"
+        expiry_dead = set(state.expiry_dead_letters)
+        for ticket, r in sorted(state.tickets.items()):
+            row = state.row_states.get(ticket) if ticket in state.rows else None
+            if r.status == "paid" and row != "paid":
+                found.add("host_rows", f"{ticket}: paid, host row {row or 'missing'}")
+            elif r.status == "expired" and row != "expired" and not (
+                    row == "new" and ticket in expiry_dead):
+                found.add("host_rows", f"{ticket}: expired, host row {row or 'missing'}")
+        # The units the host sold: its paid rows.
+        host_units = sum(row_units[t] for t, st in state.row_states.items()
+                         if st == "paid" and t in row_units)
+        rows_ok = not found.count["host_rows"]
+    else:
+        host_rows = "host rows == confirmed"
+        rows_confirmed = {t for t, r in state.tickets.items() if r.status == "confirmed"}
+        if set(state.rows) != rows_confirmed:
+            found.add("host_rows", f"{len(state.rows)} host rows, {len(rows_confirmed)} "
+                                   f"confirmed tickets, {len(set(state.rows) ^ rows_confirmed)}"
+                                   " differ", 0)
+        host_units = sum(row_units.values())
+        rows_ok = not found.count["host_rows"] and set(state.rows) == rows_confirmed
 
     # Stock.
-    net = admitted_units - compensated_units
+    net = admitted_units - given_back_units
     live_units = sum(live.values())
     oversold = max(0, net - state.stock, host_units - state.stock)
     if net > state.stock:
@@ -272,6 +399,28 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
     if state.backlog:
         found.add("lost", f"{state.backlog} order(s) still in the queue", 0)
 
+    pay_counts = _check_payments(payments, state, found) if pm else {}
+    if pm:
+        paid_units = sum(r.quantity for r in state.tickets.values() if r.status == "paid")
+        if live_units > state.stock:
+            found.add("paid_le_stock", f"{paid_units} paid + {live_units - paid_units} other "
+                                       f"live units > stock {state.stock}")
+        if pay_counts["told_paid_units"] > state.stock:
+            found.add("paid_le_stock", f"{pay_counts['told_paid_units']} units answered paid "
+                                       f"(and not cancelled) > stock {state.stock}")
+        units = sum(r.quantity for r in state.tickets.values())
+        back = units - (state.stock - state.remaining)
+        if back != given_back_units:
+            found.add("given_back", f"{back} units given back (stock - remaining vs every "
+                                    f"ticket), expired + failed + cancelled tickets hold "
+                                    f"{given_back_units}")
+        if state.expired_counter != ends["expired"]:
+            found.add("given_back", f"the sale counts {state.expired_counter} expiries, "
+                                    f"{ends['expired']} tickets are expired")
+        if state.paid_counter != ends["paid"]:
+            found.add("payment_answers", f"the sale counts {state.paid_counter} payments, "
+                                         f"{ends['paid']} tickets are paid")
+
     checks = {
         "admitted <= stock": not found.count["admitted_le_stock"],
         "each ticket settled once": not (found.count["lost"] or found.count["compensated_once"]
@@ -279,8 +428,7 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
                                          or found.count["compensated_without_cause"]
                                          or found.count["unexpected_status"]
                                          or state.backlog),
-        "host rows == confirmed": not found.count["host_rows"] and set(state.rows)
-        == rows_confirmed,
+        host_rows: rows_ok,
         "host units <= stock": not found.count["host_units_le_stock"],
         "remaining + live == stock": not found.count["stock_balance"],
         "one ticket per key, limit kept": not (found.count["idempotency"]
@@ -288,16 +436,27 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
         "answers match tickets": not (found.count["mismatch"] or found.count["bad_202"]),
         "no 5xx but 503": not found.count["bad_5xx"],
     }
+    if pm:
+        checks.update({
+            "each ticket ends paid/expired/cancelled/failed": not found.count["unsettled"],
+            "units given back once": not found.count["given_back"],
+            "paid + live units <= stock": not found.count["paid_le_stock"],
+            "expiry hook on every expired ticket, no other": not found.count["expiry_hook"],
+            "no payment accepted after pay_by": not (found.count["paid_after_pay_by"]
+                                                     or found.count["refused_before_pay_by"]
+                                                     or found.count["pay_by"]),
+            "payment answers match tickets": not found.count["payment_answers"],
+        })
     counts = {
-        "attempts": len(history),
+        "attempts": len(orders),
         "2xx": classes["2xx"],
         "4xx": classes["4xx"],
         "5xx": classes["5xx"],
         "no_answer": classes["none"],
         "admitted": len(admitted),
         "unseen": len(admitted - set(seen)),
-        "confirmed": confirmed,
-        "compensated": compensated,
+        "confirmed": ends["confirmed"],
+        "compensated": ends["failed"],
         "lost": lost,
         "duplicated": duplicated,
         "oversold": oversold,
@@ -309,4 +468,101 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
         **{k: found.count[k] for k in ("compensated_after_write", "compensated_without_cause",
                                       "bad_5xx")},
     }
+    if pm:
+        counts.update({
+            "paid": ends["paid"], "expired": ends["expired"], "cancelled": ends["cancelled"],
+            "unsettled": found.count["unsettled"],
+            "dead_letters": len(state.dead_letters),
+            "expiry_dead_letters": len(state.expiry_dead_letters),
+            "expiry_calls": sum(c.expiry_started for c in state.calls.values()),
+            "expiry_redelivered": sum(1 for c in state.calls.values() if c.expiry_started > 1),
+            **pay_counts,
+        })
     return Verdict(counts, checks, dict(found.examples))
+
+
+def _check_payments(payments: list[Mapping[str, Any]], state: State,
+                    found: _Findings) -> dict[str, Any]:
+    """The payment rules (see the module docstring); returns the payment counts."""
+    timeout = state.payment_timeout_ms
+    assert timeout is not None
+    for ticket, held in sorted(state.tickets.items()):
+        if held.status in ("awaiting_payment", "paid", "expired") and (
+                held.pay_by_ms is None or held.admitted_ms is None
+                or held.pay_by_ms != held.admitted_ms + timeout):
+            found.add("pay_by", f"{ticket}: {held.status}, pay_by {held.pay_by_ms} != "
+                                f"admitted {held.admitted_ms} + {timeout} ms")
+
+    by_ticket: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for e in payments:
+        by_ticket[str(e.get("ticket"))].append(e)
+    outcomes: Counter[str] = Counter()
+    unverified = paid_twice = told_paid_units = 0
+    closest_paid: int | None = None  # ms between the first accepted payment and pay_by
+    closest_late: int | None = None  # ms between pay_by and the end of a too_late call
+    for ticket, answers in sorted(by_ticket.items()):
+        r = state.tickets.get(ticket)
+        decided = [a for a in answers if a.get("status") == 200 and a.get("outcome")]
+        paid = [a for a in decided if a["outcome"] == "paid"]
+        late = [a for a in decided if a["outcome"] == "too_late"]
+        outcomes.update(str(a.get("outcome") or a.get("code") or a.get("error") or "no answer")
+                        for a in answers)
+        paid_twice += len(paid) > 1
+        if any(a.get("status") == 404 for a in answers) and r is not None:
+            found.add("payment_answers", f"{ticket}: payment answered 404, Redis holds the "
+                                         f"ticket ({r.status})")
+        if r is None:
+            continue  # a ticket gone from Redis is counted lost above
+        if paid and r.status != "cancelled":
+            told_paid_units += r.quantity
+        if paid and r.status not in ("paid", "cancelled"):
+            found.add("payment_answers", f"{ticket}: answered paid, ends {r.status}")
+        if late and r.status == "paid":
+            found.add("payment_answers", f"{ticket}: answered too_late, ends paid")
+        pay_by = r.pay_by_ms
+        if pay_by is None and r.admitted_ms is not None:
+            pay_by = r.admitted_ms + timeout  # a ticket that never awaited payment
+        if pay_by is None:
+            continue
+        for a in late:
+            after = a.get("redis_after_ms")
+            if after is None:
+                continue
+            if after < pay_by:
+                found.add("refused_before_pay_by", f"{ticket}: too_late ({a.get('ticket_status')})"
+                                                   f" at Redis {after} ms, {pay_by - after} ms "
+                                                   "before its pay_by")
+            closest_late = after - pay_by if closest_late is None else min(
+                closest_late, after - pay_by)
+        befores = [a["redis_before_ms"] for a in paid if a.get("redis_before_ms") is not None]
+        if not befores:
+            continue
+        # The call that paid it began at or after the earliest one: sure only
+        # when every payment request of the ticket was answered.
+        if all(a.get("status") in (200, 404) for a in answers):
+            first = min(befores)
+            if first >= pay_by:
+                found.add("paid_after_pay_by", f"{ticket}: payment accepted, its first call "
+                                               f"began at Redis {first} ms, {first - pay_by} ms "
+                                               f"after its pay_by {pay_by}")
+            closest_paid = pay_by - first if closest_paid is None else min(
+                closest_paid, pay_by - first)
+        else:
+            unverified += 1
+    for ticket, held in sorted(state.tickets.items()):
+        if held.status == "paid" and ticket not in by_ticket:
+            found.add("payment_answers", f"{ticket}: paid, no payment request for it")
+    return {
+        "payments": len(payments),
+        "paid_answers": outcomes["paid"],
+        "too_late_answers": outcomes["too_late"],
+        "refused_answers": outcomes["refused"],
+        "pay_unanswered": len(payments) - sum(outcomes[k] for k in ("paid", "too_late",
+                                                                     "refused")),
+        "paid_twice": paid_twice,
+        "paid_late": found.count["paid_after_pay_by"],
+        "pay_unverified": unverified,
+        "closest_paid_ms": closest_paid,
+        "closest_too_late_ms": closest_late,
+        "told_paid_units": told_paid_units,
+    }
