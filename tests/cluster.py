@@ -95,10 +95,10 @@ class _Node:
         )
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis(
-            port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        options: dict[str, object] = {
+            "socket_timeout": 1, "socket_connect_timeout": 1, "decode_responses": True, **kwargs
+        }
+        return redis.Redis(port=self.port, **options)  # type: ignore[arg-type]
 
     @property
     def alive(self) -> bool:
@@ -239,21 +239,39 @@ class LocalCluster:
 
 
 class LocalSentinel:
-    """1 master, 1 replica and 3 sentinels watching them as ``service``."""
+    """1 master, ``replicas`` replicas and 3 sentinels watching them as ``service``.
 
-    def __init__(self, service: str = "flashsale") -> None:
+    ``min_replicas``: the data nodes' ``min-replicas-to-write`` (with
+    ``min-replicas-max-lag 1``); 0 leaves it off.
+    """
+
+    def __init__(
+        self, service: str = "flashsale", *, replicas: int = 1, min_replicas: int = 0
+    ) -> None:
         self.service = service
+        # On both data nodes (either may be the master after a failover).
+        safety = (
+            ["--min-replicas-to-write", str(min_replicas), "--min-replicas-max-lag", "1"]
+            if min_replicas
+            else []
+        )
         self.root = tempfile.mkdtemp(prefix="flashsale-sentinel-")
-        master, replica, *sentinels = free_ports(5)
+        master, *ports = free_ports(replicas + 4)
+        replica_ports, sentinels = ports[:replicas], ports[replicas:]
         self.master = _Node(
-            master, self.root, [*_base_args(master), "--repl-diskless-sync-delay", "0"]
+            master, self.root, [*_base_args(master), "--repl-diskless-sync-delay", "0", *safety]
         )
-        self.replica = _Node(
-            replica,
-            self.root,
-            [*_base_args(replica), "--replicaof", "127.0.0.1", str(master),
-             "--repl-diskless-sync-delay", "0"],
-        )
+        self.replicas = [
+            _Node(
+                replica,
+                self.root,
+                [*_base_args(replica), "--replicaof", "127.0.0.1", str(master),
+                 "--repl-diskless-sync-delay", "0", *safety],
+            )
+            for replica in replica_ports
+        ]
+        #: The first replica.
+        self.replica = self.replicas[0]
         self.sentinels: list[_Node] = []
         for port in sentinels:
             node = _Node(port, self.root, [])
@@ -291,20 +309,22 @@ class LocalSentinel:
         """Start the data nodes, then the sentinels; wait until they see the replica."""
         try:
             self.master.start()
-            self.replica.start()
-            for node in (self.master, self.replica):
+            for node in self.replicas:
+                node.start()
+            for node in (self.master, *self.replicas):
                 wait_until(lambda n=node: bool(n.client().ping()), 10, f"node {node.port}")
-            wait_until(
-                lambda: self.replica.client().info("replication")["master_link_status"] == "up",
-                timeout, "replica in sync",
-            )
+            for node in self.replicas:
+                wait_until(
+                    lambda n=node: n.client().info("replication")["master_link_status"] == "up",
+                    timeout, "replica in sync",
+                )
             for node in self.sentinels:
                 node.start()
 
             def known() -> bool:
                 for s in self.sentinels:
                     c = s.client()
-                    if len(c.sentinel_slaves(self.service)) < 1:
+                    if len(c.sentinel_slaves(self.service)) < len(self.replicas):
                         return False
                     if len(c.sentinel_sentinels(self.service)) < len(self.sentinels) - 1:
                         return False
@@ -318,11 +338,11 @@ class LocalSentinel:
 
     def node_on(self, port: int) -> _Node:
         """The data node listening on ``port``."""
-        return self.master if self.master.port == port else self.replica
+        return next(n for n in (self.master, *self.replicas) if n.port == port)
 
     def cleanup(self) -> None:
         """Stop every process and remove the directories."""
-        for node in (*self.sentinels, self.master, self.replica):
+        for node in (*self.sentinels, self.master, *self.replicas):
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

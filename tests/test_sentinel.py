@@ -2,13 +2,26 @@
 
 One master, one replica and three sentinels (tests/cluster.py).
 
-Known and measured, not fixed: a forced ``SENTINEL FAILOVER`` loses the
-orders the old master acknowledged between the replica's promotion and its
-own demotion (hundreds here, at ~500 orders/s): replication is asynchronous
-and the old master keeps accepting writes until a sentinel reconfigures it.
-``min-replicas-to-write 1`` with ``min-replicas-max-lag`` on the master
-bounds that window; ``reconcile`` finds what was lost (the host's orders
-that Redis no longer has).
+What a forced ``SENTINEL FAILOVER`` loses, measured with
+``python -m tests.sentinel_probe`` (a timeline of sentinel events, node roles
+and acknowledged orders, and the old master's stream read while it still is
+one): the replica is promoted ~0.2 s after the command; the sentinels
+announce the new master ~0.9 s later (they learn of the promotion from INFO,
+sent every second); the old master stays a master, taking writes, for ~11 s
+more (a sentinel waits 8 s before it reconfigures a master that came back as
+one), then resyncs from the new master and forgets them. Of the acknowledged
+orders missing afterwards, all but ~3 were on the old master's stream and
+acknowledged after the promotion (the ~3: still on the replication link).
+
+Two causes, one ours: redis-py's pool asked the sentinels again only for a
+new connection, so pooled connections stayed on the old master until it was
+demoted (~11 s of lost orders, ~3,000 at ~300 orders/s); the pool now asks
+every ``SENTINEL_RECHECK`` seconds. The other is asynchronous replication:
+what the old master acknowledges between the promotion and the client's
+switch (~1.4 s, ~300-480 orders here) is lost unless the master runs
+``min-replicas-to-write`` (then 0 lost, and writes are refused until every
+node follows the new master). ``reconcile`` finds what was lost (the host's
+orders that Redis no longer has); docs/scaling.rst says all this.
 """
 
 from __future__ import annotations
@@ -16,14 +29,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from flask_flashsale import FlashSale
 from flask_flashsale.breaker import GuardedRedis
-from flask_flashsale.connection import SentinelBackend
+from flask_flashsale.connection import SENTINEL_RECHECK, SentinelBackend
 
-from .cluster import LocalSentinel
+from .cluster import LocalSentinel, _start
 from .conftest import build_app
 
 
@@ -54,22 +69,25 @@ def test_the_master_is_found_through_the_sentinels_and_a_worker_runs(
     assert handled == [ticket]
 
 
-@pytest.mark.slow
-def test_a_sentinel_failover_is_followed_without_a_restart(
-    sentinel_url: str, redis_sentinel: LocalSentinel
-) -> None:
+def _failover_under_load(
+    group: LocalSentinel, url: str, *, after_switch: float
+) -> dict[str, Any]:
+    """Orders from 4 threads, ``SENTINEL FAILOVER``, and ``after_switch`` seconds
+    after the sentinels name the new master, 20 more acknowledged orders.
+
+    Returns the status codes, the acknowledged tickets (those acknowledged
+    once the 20 began are in ``late``), and the new master.
+    """
     app, flashsale = build_app(
-        sentinel_url,
-        FLASHSALE_REDIS_SOCKET_TIMEOUT=0.5,
-        FLASHSALE_BREAKER_RESET_TIMEOUT=0.5,
+        url, FLASHSALE_REDIS_SOCKET_TIMEOUT=0.5, FLASHSALE_BREAKER_RESET_TIMEOUT=0.5
     )
     with app.app_context():
         flashsale.create_sale("hot", stock=100_000, per_user_limit=1)
-    old = redis_sentinel.current_master()
+    old = group.current_master()
     codes: Counter[int] = Counter()
     acknowledged: list[str] = []
-    after: Counter[int] = Counter()
-    switched = threading.Event()
+    late: list[str] = []
+    counting = threading.Event()
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -81,10 +99,10 @@ def test_a_sentinel_failover_is_followed_without_a_restart(
             r = http.post("/api/flash-sales/hot/order", headers={"X-User": f"b{n}-{i}"}, json={})
             with lock:
                 codes[r.status_code] += 1
-                if switched.is_set():
-                    after[r.status_code] += 1
                 if r.status_code == 202:
                     acknowledged.append(r.json["ticket_id"])  # type: ignore[index]
+                    if counting.is_set():
+                        late.append(r.json["ticket_id"])  # type: ignore[index]
             time.sleep(0.01)
 
     threads = [threading.Thread(target=buyer, args=(n,)) for n in range(4)]
@@ -92,35 +110,92 @@ def test_a_sentinel_failover_is_followed_without_a_restart(
         t.start()
     time.sleep(0.3)
     started = time.monotonic()
-    redis_sentinel.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", "flashsale")
+    group.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", group.service)
     deadline = started + 20
-    while time.monotonic() < deadline and redis_sentinel.current_master() == old:
-        time.sleep(0.05)
-    switched.set()
+    while time.monotonic() < deadline and group.current_master() == old:
+        time.sleep(0.02)
+    switched = time.monotonic() - started
+    time.sleep(after_switch)
+    counting.set()
+    # Service is back by itself soon after the switch, not when the old
+    # master is finally demoted (~10 s later).
+    deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         with lock:
-            if after[202] >= 20:
+            if len(late) >= 20:
                 break
-        time.sleep(0.05)
+        time.sleep(0.02)
     stop.set()
     for t in threads:
         t.join(10)
-    new = redis_sentinel.current_master()
+    new = group.current_master()
+    master = group.node_on(new).client()
+    stream = {f["t"] for _, f in master.xrange("flashsale:{hot}:orders")}
+    lost = [t for t in acknowledged if t not in stream]
     print(
-        f"\nsentinel failover {old} -> {new}: {dict(codes)}; after the switch {dict(after)}; "
+        f"\nsentinel failover {old} -> {new}: {dict(codes)}; switch announced after "
+        f"{switched:.2f} s; acknowledged {len(acknowledged)}, lost {len(lost)}; "
+        f"old master now {group.node_on(old).client().execute_command('ROLE')[0]}, "
         f"{time.monotonic() - started:.2f} s"
     )
-    assert new != old
-    assert set(codes) <= {202, 503}
-    assert after[202] >= 20, "the new master was not followed"
-    master = redis_sentinel.node_on(new).client()
-    stream = {f["t"] for _, f in master.xrange("flashsale:{hot}:orders")}
     remaining = int(master.hget("flashsale:{hot}:sale", "remaining"))
     held = master.hgetall("flashsale:{hot}:users")
-    lost = [t for t in acknowledged if t not in stream]
-    # SENTINEL FAILOVER promotes the replica at once, without waiting for it
-    # to catch up, and the old master takes writes until it is told to
-    # follow: those are lost (asynchronous replication; see the module
-    # docstring). What survives is consistent: nothing oversold.
-    print(f"acknowledged {len(acknowledged)}, lost by the failover {len(lost)}")
-    assert len(stream) == 100_000 - remaining == sum(int(v) for v in held.values())
+    return {
+        "old": old, "new": new, "codes": codes, "acknowledged": acknowledged,
+        "late": late, "lost": lost, "stream": stream,
+        "books": (len(stream), 100_000 - remaining, sum(int(v) for v in held.values())),
+    }
+
+
+@pytest.mark.slow
+def test_a_sentinel_failover_is_followed_once_the_sentinels_name_the_new_master(
+    sentinel_url: str, redis_sentinel: LocalSentinel
+) -> None:
+    # The old master takes writes for ~10 s after the promotion (a sentinel
+    # waits 8 s before it reconfigures a master that came back as one); the
+    # client must not wait for that: it asks the sentinels again every
+    # SENTINEL_RECHECK seconds.
+    run = _failover_under_load(
+        redis_sentinel, sentinel_url, after_switch=SENTINEL_RECHECK + 0.2
+    )
+    assert run["new"] != run["old"]
+    assert set(run["codes"]) <= {202, 503}
+    assert len(run["late"]) >= 20, "no order was taken after the switch"
+    assert set(run["late"]) <= run["stream"], "orders still went to the old master"
+    # What survives is consistent: nothing oversold.
+    stream_size, sold, held = run["books"]
+    assert stream_size == sold == held
+    # Asynchronous replication: what the old master acknowledged between the
+    # replica's promotion and the client's switch is lost (the module
+    # docstring); never an order acknowledged after the switch.
+    assert not set(run["lost"]) & set(run["late"])
+
+
+@pytest.fixture(scope="module")
+def safe_sentinel() -> Iterator[LocalSentinel]:
+    """A Sentinel group whose master and replica run ``min-replicas-to-write 1``."""
+    group = _start(lambda: LocalSentinel(min_replicas=1).start())
+    assert isinstance(group, LocalSentinel)
+    yield group
+    group.cleanup()
+
+
+@pytest.mark.slow
+def test_with_min_replicas_to_write_a_failover_loses_no_acknowledged_order(
+    safe_sentinel: LocalSentinel,
+) -> None:
+    run = _failover_under_load(
+        safe_sentinel, safe_sentinel.url, after_switch=SENTINEL_RECHECK + 0.2
+    )
+    assert run["new"] != run["old"]
+    # From the instant its only replica is promoted and leaves it, the old
+    # master refuses writes (NOREPLICAS, a 503); so does the new master until
+    # the old one follows it and becomes its replica (~10 s after a forced
+    # failover: docs/scaling.rst). Availability is what this setting costs.
+    assert set(run["codes"]) <= {202, 503}
+    stream_size, sold, held = run["books"]
+    assert stream_size == sold == held
+    # Only an order still on the replication link at the instant of the
+    # promotion could be lost: at most one per buyer (each has one request in
+    # flight). Measured: 0 in every run; without the setting, ~300 (above).
+    assert len(run["lost"]) <= 4, run["lost"]

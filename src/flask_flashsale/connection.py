@@ -16,6 +16,7 @@ modules ask the backend; none of them looks at the URL.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import random
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from .errors import ConfigurationError
 
@@ -42,6 +44,10 @@ POOL_EXHAUSTED = "No connection available."
 # Less than this left of a call's budget after waiting for a connection: give up
 # rather than send a command that has no time to be answered.
 _MIN_LEFT = 0.002
+
+#: Seconds between two questions to the sentinels about where the master is,
+#: asked by the next call that takes a connection (see :class:`SentinelPool`).
+SENTINEL_RECHECK = 0.5
 
 # Attribute of a checked-out connection: the monotonic time its call must be
 # answered by, set only when the call had to wait for it (else 0.0).
@@ -421,6 +427,7 @@ class SentinelBackend(Backend):
             health_check_interval=settings.health_check_interval,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
+            connection_pool_class=SentinelPool,
             **kwargs,
         )
 
@@ -435,6 +442,43 @@ class SentinelBackend(Backend):
         """The worker's own client on the current master (followed across failovers)."""
         s = self._settings()
         return self._master(s, block + max(1.0, s.socket_timeout))
+
+
+class SentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, which also notices a failover while it is busy.
+
+    redis-py asks the sentinels where the master is only when it opens a
+    connection, or when the old master answers ``READONLY``. After a forced
+    failover (``SENTINEL FAILOVER``, or a master cut off by a partition) the
+    old master stays a master, and keeps taking writes, for ~10 s: a
+    sentinel waits 8 s before it tells a master that came back as one to
+    follow the new master. Pooled connections stayed on it that whole time,
+    and everything they wrote was lost when it was demoted and resynced.
+
+    So the first call that takes a connection each :data:`SENTINEL_RECHECK`
+    seconds asks the sentinels again; when the master moved, idle connections
+    are closed at once and busy ones when they come back (redis-py's own
+    ``get_master_address``). If no sentinel answers, the pool keeps the
+    master it knows.
+    """
+
+    #: Seconds between two questions to the sentinels.
+    recheck: ClassVar[float] = SENTINEL_RECHECK
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._recheck_at = 0.0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """A connection to the master the sentinels name now (asked at most
+        every :attr:`recheck` seconds)."""
+        now = time.monotonic()
+        if now >= self._recheck_at:
+            self._recheck_at = now + self.recheck
+            # If no sentinel answers, keep the master we know.
+            with contextlib.suppress(redis.RedisError):
+                self.get_master_address()  # type: ignore[no-untyped-call]
+        return super().get_connection(*args, **kwargs)
 
 
 class MemoryBackend(Backend):
