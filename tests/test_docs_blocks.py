@@ -472,6 +472,7 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/fairness.rst", '"sneaker-drop", stock=500', "run", run_fair_sale),
     ("docs/fairness.rst", "POST <prefix>/tee/queue", "other", "a sequence diagram"),
     ("docs/fairness.rst", "flashsale.join_queue(", "run", run_join_queue),
+    ("docs/scaling.rst", "min-replicas-to-write 1", "other", "redis.conf settings of a master"),
 ]
 
 
