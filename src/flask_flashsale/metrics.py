@@ -12,10 +12,17 @@ Two kinds of metric live here:
 
 Nothing uses prometheus_client's global default registry: each app has its
 :class:`Metrics` in ``app.extensions["flashsale"].metrics``. See :doc:`/metrics`.
+
+Under gunicorn with several worker processes, set ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode): every process then writes its counters
+to files there, and a scrape of any process answers the sum over all of them
+(:meth:`Metrics.response`); :func:`child_exit` is the gunicorn hook that retires
+a dead worker's files.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +55,24 @@ ADMISSION_BUCKETS = (
     0.1,
     0.25,
 )
+
+
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` when set: prometheus-client's multiprocess mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook for multiprocess mode: in ``gunicorn.conf.py``,
+    ``from flask_flashsale.metrics import child_exit``.
+
+    Marks the dead worker's metric files so live gauges stop counting it
+    (counters and histograms keep its totals, as Prometheus expects).
+    """
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def available() -> bool:
@@ -239,7 +264,19 @@ class Metrics:
         self.settled.labels(ticket.sale_id, "expired").inc()
 
     def response(self) -> Response:
-        """The text exposition of the registry, as a Flask response."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        """The text exposition of the registry, as a Flask response.
 
-        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+        In multiprocess mode (:func:`multiprocess_dir`) the in-process metrics
+        are the sums over every process's files, and the Redis gauges are read
+        once, as always.
+        """
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        registry = self.registry
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry(auto_describe=False)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(self.redis)
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
