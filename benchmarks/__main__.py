@@ -28,6 +28,7 @@ BENCHMARKS = {
     "soak": "benchmarks.soak",
     "chaos": "benchmarks.chaos",
     "queue": "benchmarks.queue_bench",
+    "cluster": "benchmarks.cluster_bench",
 }
 
 
