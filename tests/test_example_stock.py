@@ -113,7 +113,12 @@ def test_concurrent_handlers_lose_no_update(shop_app: Flask) -> None:
         with shop_app.app_context():
             barrier.wait()
             for n in range(worker, 40, 4):
-                shop.persist_order(order(n))
+                for _ in range(10):  # as the worker would: a hook that raised runs again
+                    try:
+                        shop.persist_order(order(n))
+                        break
+                    except RuntimeError:
+                        continue
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(handle, range(4)))

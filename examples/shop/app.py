@@ -31,6 +31,7 @@ from the shop's own products and orders (stock, and who bought what through
 from __future__ import annotations
 
 import os
+import random
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -305,7 +306,9 @@ def persist_order(order: Order) -> None:
     to the version read, so if another writer changed the row in between,
     SQLAlchemy raises ``StaleDataError``; roll back and start over.
     """
-    for _ in range(STALE_RETRIES):
+    for attempt in range(STALE_RETRIES):
+        if attempt:
+            time.sleep(random.uniform(0, 0.002 * 2**attempt))  # let the other writer finish
         try:
             if db.session.get(ShopOrder, order.id) is not None:
                 return  # a redelivery: written already
