@@ -9,7 +9,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from .errors import IdentityRequired, InvalidRequest
-from .keys import check_idempotency_key, check_sale_id
+from .keys import check_idempotency_key, check_sale_id, join_ticket_id
 from .models import Admission
 
 if TYPE_CHECKING:
@@ -97,18 +97,9 @@ class LuaStrategy:
         ``""`` for none, ``"<queue epoch> <expiry ms>"``, or ``"-"`` for an
         invalid one.
         """
-        base = self.keys.sale_base(sale_id)
-        ticket_id = f"{sale_id}~{token}"
+        ticket_id = join_ticket_id(sale_id, token)
         reply = self._script(
-            keys=[
-                base + "sale",
-                base + "users",
-                base + "t:" + token,
-                base + "orders",
-                base + "rl:u:" + user_id,
-                base + "rl:sale",
-                base + "buyers",
-            ],
+            keys=self.keys.admission(sale_id, user_id, token),
             args=[
                 user_id,
                 quantity,

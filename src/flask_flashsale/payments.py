@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import PaymentRefused, PaymentTooLate, TicketNotFound
-from .keys import Keys, split_ticket_id
+from .keys import Keys, join_ticket_id, split_ticket_id
 from .models import Ticket, from_millis
 from .scripts import register
 
@@ -225,7 +225,7 @@ class Payments:
         self._offset_ms = now - time.time() * 1000
         expired = [
             Ticket(
-                id=f"{sale_id}~{flat[i]}",
+                id=join_ticket_id(sale_id, flat[i]),
                 sale_id=sale_id,
                 user_id=str(flat[i + 1]),
                 quantity=int(flat[i + 2]),

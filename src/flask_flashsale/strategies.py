@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +37,7 @@ from redis.exceptions import WatchError
 
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
+from .keys import AdmissionKeys, join_ticket_id
 from .lock import FencedLock
 from .models import Admission
 
@@ -96,15 +97,6 @@ class Counters:
             return dict(self._counts)
 
 
-class _SaleKeys(NamedTuple):
-    sale: str
-    users: str
-    ticket: str
-    orders: str
-    buyers: str
-    token: str
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """An admission decided in Python, to be written with MULTI/EXEC."""
@@ -135,23 +127,13 @@ class _WatchedAdmission:
         self.ticket_ttl = ticket_ttl
         self.events_channel = events_channel
 
-    def sale_keys(self, sale_id: str, user_id: str, token: str) -> _SaleKeys:
-        base = self.keys.sale_base(sale_id)
-        return _SaleKeys(
-            base + "sale",
-            base + "users",
-            base + "t:" + token,
-            base + "orders",
-            base + "buyers",
-            token,
-        )
-
     def judge(
         self,
         pipe: Any,
-        k: _SaleKeys,
+        k: AdmissionKeys,
         user_id: str,
         quantity: int,
+        token: str,
         ticket_id: str,
         verified_pass: str = "",
     ) -> Admission | _Plan:
@@ -190,9 +172,7 @@ class _WatchedAdmission:
             return Admission(status="limit_reached", remaining=remaining)
         if remaining < quantity:
             return Admission(status="sold_out", remaining=remaining)
-        tokens = buyer_tokens(
-            pipe.hget(k.buyers, user_id), k.token, int(limit) + BUYER_INDEX_SLACK
-        )
+        tokens = buyer_tokens(pipe.hget(k.buyers, user_id), token, int(limit) + BUYER_INDEX_SLACK)
         return _Plan(
             remaining=remaining - quantity,
             now_ms=now,
@@ -204,7 +184,7 @@ class _WatchedAdmission:
     def write(
         self,
         pipe: Any,
-        k: _SaleKeys,
+        k: AdmissionKeys,
         sale_id: str,
         user_id: str,
         quantity: int,
@@ -286,8 +266,8 @@ class OptimisticStrategy:
     ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         core = self._core
-        k = core.sale_keys(sale_id, user_id, token)
-        ticket_id = f"{sale_id}~{token}"
+        k = self.keys.admission(sale_id, user_id, token)
+        ticket_id = join_ticket_id(sale_id, token)
         self.counters.incr("attempts")
         for attempt in range(self.retries + 1):
             if attempt:
@@ -297,7 +277,9 @@ class OptimisticStrategy:
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(k.sale, k.users, k.ticket, k.buyers)
-                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
+                    outcome = core.judge(
+                        pipe, k, user_id, quantity, token, ticket_id, verified_pass
+                    )
                     if isinstance(outcome, Admission):
                         return outcome
                     return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
@@ -366,11 +348,10 @@ class LockStrategy:
 
         ``wait`` overrides the strategy's lock wait (``FLASHSALE_LOCK_WAIT``).
         """
-        base = self.keys.sale_base(sale_id)
         return FencedLock(
             self.client,
-            base + "lock",
-            base + "fence",
+            self.keys.lock(sale_id),
+            self.keys.fence(sale_id),
             script=self._script,
             timeout=self.lease,
             blocking_timeout=self.wait if wait is None else wait,
@@ -416,15 +397,17 @@ class LockStrategy:
         verified_pass: str = "",
     ) -> Admission:
         core = self._core
-        k = core.sale_keys(sale_id, user_id, token)
-        ticket_id = f"{sale_id}~{token}"
+        k = self.keys.admission(sale_id, user_id, token)
+        ticket_id = join_ticket_id(sale_id, token)
         lease_lost = False
         try:
             for _ in range(LOCKED_CONFLICT_RETRIES):
                 with self.client.pipeline(transaction=True) as pipe:
                     try:
                         pipe.watch(lock.key, k.sale, k.users, k.ticket, k.buyers)
-                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
+                        outcome = core.judge(
+                            pipe, k, user_id, quantity, token, ticket_id, verified_pass
+                        )
                         if isinstance(outcome, Admission):
                             return outcome
                         return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
