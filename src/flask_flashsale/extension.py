@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app
 
 from . import config, signals
-from .admission import LuaStrategy, check_order, ticket_token
+from .admission import check_order, ticket_token
 from .autoscale import Supervisor
 from .breaker import breaker_for
 from .cache import SaleCache, Subscriber
@@ -94,17 +94,7 @@ class FlashSaleState:
         }
         #: The inventory strategy that admits orders (``FLASHSALE_INVENTORY_STRATEGY``).
         self.strategy: InventoryStrategy = build_strategy(
-            settings,
-            LuaStrategy(
-                self.client,
-                self.keys,
-                self.scripts["admission"],
-                ticket_ttl=settings.ticket_ttl,
-                user_rate=self.order_rates["user"],
-                sale_rate=self.order_rates["sale"],
-                events_channel=self.keys.events_channel(),
-            ),
-            self.scripts["lock_acquire"],
+            settings, self.client, self.keys, self.scripts, self.order_rates
         )
         #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.
         self.cache = SaleCache(
