@@ -40,6 +40,7 @@ from redis.exceptions import WatchError
 
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
+from .events import SOLD_OUT, event
 from .keys import AdmissionKeys, Keys, join_ticket_id
 from .lock import FencedLock
 from .models import Admission
@@ -164,6 +165,7 @@ class LuaStrategy:
                 self._events,
                 self._slack,
                 verified_pass,
+                event(SOLD_OUT, sale_id),
             ],
         )
         status, ticket, remaining, wait_ms = reply
@@ -327,7 +329,7 @@ class WatchedStrategy:
             # After EXEC, not inside it: a cluster transaction holds only
             # commands with keys of its slot. Lost if Redis fails right now:
             # the cache TTL bounds that, as for any lost event.
-            self.client.publish(self.events_channel, f"sold_out {sale_id}")
+            self.client.publish(self.events_channel, event(SOLD_OUT, sale_id))
         return Admission(status="queued", ticket_id=ticket_id, remaining=remaining)
 
 
