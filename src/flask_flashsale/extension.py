@@ -18,8 +18,8 @@ from .cache import SaleCache, Subscriber
 from .connection import Backend, backend_from_settings
 from .dashboard import create_dashboard
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
-from .keys import Keys, check_sale_id, split_ticket_id
-from .lock import FencedLock, lock_keys
+from .keys import Keys, check_sale_id, join_ticket_id, split_ticket_id
+from .lock import FencedLock
 from .metrics import Metrics
 from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket, from_millis
 from .orders import OrderQueue
@@ -490,7 +490,7 @@ class FlashSale:
         for token in tokens:
             pipe.hgetall(keys.ticket(sale_id, token))
         return [
-            _ticket(f"{sale_id}~{token}", sale_id, data)
+            _ticket(join_ticket_id(sale_id, token), sale_id, data)
             for token, data in zip(tokens, pipe.execute(), strict=True)
             if data and data.get("u") == uid
         ]
@@ -574,7 +574,7 @@ class FlashSale:
                            (token, row_id, token))
         """
         state = self.state()
-        key, fence_key = lock_keys(state.settings.key_prefix, name)
+        key, fence_key = state.keys.host_lock(name)
         return FencedLock(
             state.client,
             key,

@@ -19,6 +19,8 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:payments        hash: tickets paid and expired so far (counters)
     <prefix>:{<sale>}:queue           hash: the waiting room (epoch, places, outflow, lottery draw)
     <prefix>:{<sale>}:places          hash: user id -> "<join index> <ready ms>" (its places)
+    <prefix>:lock:{<name>}            a host lock (:meth:`FlashSale.lock`)
+    <prefix>:lock:{<name>}:fence      its fencing-token counter
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
@@ -38,6 +40,8 @@ SALE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: token (22 url-safe characters, 128 bits) makes the id unguessable.
 TICKET_ID = re.compile(r"([A-Za-z0-9_.\-]{1,64})~([A-Za-z0-9_\-]{22})")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: Valid names for :meth:`FlashSale.lock`: no braces (they would break the hash tag).
+LOCK_NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 
 
 def check_sale_id(sale_id: object) -> str:
@@ -209,6 +213,17 @@ class Keys:
     def fence(self, sale_id: str) -> str:
         """The fencing-token counter of the sale's lock."""
         return f"{self.prefix}:{{{sale_id}}}:fence"
+
+    def host_lock(self, name: str) -> tuple[str, str]:
+        """``(lock key, fencing counter key)`` of the host lock ``name`` (:meth:`FlashSale.lock`).
+
+        Both share the hash tag ``{<name>}``, so the acquisition script touches
+        one Cluster slot. Raises :class:`ValueError` for an invalid name.
+        """
+        if not isinstance(name, str) or not LOCK_NAME.fullmatch(name):
+            raise ValueError(f"lock names are 1-128 characters of [A-Za-z0-9_.:/-]; got {name!r}")
+        key = f"{self.prefix}:lock:{{{name}}}"
+        return key, key + ":fence"
 
     def admission(self, sale_id: str, user_id: str, token: str) -> AdmissionKeys:
         """The keys of one order attempt for ticket ``token``, in ``admission.lua``'s order."""
