@@ -180,8 +180,7 @@ def _conflict_on_judge(
     times: int,
 ) -> None:
     """Make ``writer`` run between the watched read and the write, ``times`` times."""
-    core = strategy._core
-    real_judge = core.judge
+    real_judge = strategy._judge
     left = [times]
 
     def judge_then_write_elsewhere(*args: Any) -> Any:
@@ -191,7 +190,7 @@ def _conflict_on_judge(
             writer()
         return outcome
 
-    monkeypatch.setattr(core, "judge", judge_then_write_elsewhere)
+    monkeypatch.setattr(strategy, "_judge", judge_then_write_elsewhere)
 
 
 def assert_nothing_admitted(client: redis_lib.Redis) -> None:

@@ -13,6 +13,8 @@
 --          else '<queue epoch> <expiry ms>' ('-' for a pass that failed
 --          verification); read only when the sale has a waiting room, whose
 --          epoch must match and whose expiry is checked on Redis TIME
+-- ARGV[12] the event published on ARGV[9] when this attempt takes the last
+--          unit (the sale's 'sold_out' message)
 --
 -- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
 -- rate_limited, the second field names the bucket that refused: user or sale.
@@ -93,6 +95,6 @@ local width = (limit + tonumber(ARGV[10])) * (#token + 1) - 1
 if #tokens > width then tokens = string.sub(tokens, -width) end
 redis.call('HSET', KEYS[7], ARGV[1], tokens)
 if remaining == 0 and ARGV[9] ~= '' then
-  redis.call('PUBLISH', ARGV[9], 'sold_out ' .. ARGV[3]:match('^(.*)~'))
+  redis.call('PUBLISH', ARGV[9], ARGV[12])
 end
 return {'queued', ARGV[3], remaining, 0}

@@ -1,4 +1,8 @@
-"""The hot path: one order attempt, one ``EVALSHA`` of ``admission.lua``."""
+"""What an order attempt needs before a strategy runs: its validation and its ticket token.
+
+The strategies that admit it (one ``EVALSHA`` of ``admission.lua`` by
+default) are in :mod:`flask_flashsale.strategies`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import TYPE_CHECKING, Any
 
 from .errors import IdentityRequired, InvalidRequest
 from .keys import check_idempotency_key, check_sale_id
-from .models import Admission
-
-if TYPE_CHECKING:
-    from .ratelimit import Rate
-
-_OFF = ("0", "0")
 
 #: Given-back (cancelled, failed) tickets a buyer's ticket list keeps beyond
 #: the sale's per-user limit. The list (what :meth:`FlashSale.user_tickets`
@@ -52,92 +49,6 @@ def idempotent_ticket_token(secret: bytes, sale_id: str, user_id: str, key: str)
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
-def _bucket_args(rate: Rate | None) -> tuple[str, str]:
-    if rate is None:
-        return _OFF
-    return (repr(rate.interval_ms), str(rate.burst))
-
-
-class LuaStrategy:
-    """The default inventory strategy: every check and write in one Lua script.
-
-    One round trip, no retries, no lock: Redis runs the script atomically, so
-    concurrent attempts can neither oversell nor double-admit.
-    """
-
-    name = "lua"
-
-    def __init__(
-        self,
-        client: Any,
-        keys: Any,
-        script: Any,
-        *,
-        ticket_ttl: int,
-        user_rate: Rate | None = None,
-        sale_rate: Rate | None = None,
-        events_channel: str = "",
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self._script = script
-        self._ttl = str(ticket_ttl)
-        self._user_bucket = _bucket_args(user_rate)
-        self._sale_bucket = _bucket_args(sale_rate)
-        self._events = events_channel
-        self._slack = str(BUYER_INDEX_SLACK)
-
-    def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
-    ) -> Admission:
-        """Run the admission script once and translate its reply.
-
-        ``verified_pass`` is the buyer's waiting-room pass as verified in this
-        process (see :meth:`~flask_flashsale.waiting.WaitingRoom.check_pass`):
-        ``""`` for none, ``"<queue epoch> <expiry ms>"``, or ``"-"`` for an
-        invalid one.
-        """
-        base = self.keys.sale_base(sale_id)
-        ticket_id = f"{sale_id}~{token}"
-        reply = self._script(
-            keys=[
-                base + "sale",
-                base + "users",
-                base + "t:" + token,
-                base + "orders",
-                base + "rl:u:" + user_id,
-                base + "rl:sale",
-                base + "buyers",
-            ],
-            args=[
-                user_id,
-                quantity,
-                ticket_id,
-                self._ttl,
-                *self._user_bucket,
-                *self._sale_bucket,
-                self._events,
-                self._slack,
-                verified_pass,
-            ],
-        )
-        status, ticket, remaining, wait_ms = reply
-        remaining = int(remaining)
-        if status == "rate_limited":
-            return Admission(
-                status=status,
-                remaining=max(remaining, 0),
-                retry_after=int(wait_ms) / 1000.0,
-                throttled_by=ticket,
-            )
-        return Admission(
-            status=status,
-            ticket_id=ticket or None,
-            remaining=None if status == "not_found" else max(remaining, 0),
-            retry_after=int(wait_ms) / 1000.0 if int(wait_ms) > 0 else None,
-        )
-
-
 def ticket_token(secret: bytes, sale_id: str, user_id: str, idempotency_key: str | None) -> str:
     """The token of the ticket an attempt would create."""
     if idempotency_key is None:
@@ -146,16 +57,32 @@ def ticket_token(secret: bytes, sale_id: str, user_id: str, idempotency_key: str
     return idempotent_ticket_token(secret, sale_id, user_id, idempotency_key)
 
 
-def check_order(sale_id: str, user_id: object, quantity: object, max_quantity: int) -> str:
-    """Validate an order attempt's arguments; return the user id as ``str``."""
-    check_sale_id(sale_id)
+def check_user_id(user_id: object) -> str:
+    """The buyer id as ``str`` (1-256 characters).
+
+    Raises :class:`~flask_flashsale.IdentityRequired` for ``None`` (nobody is
+    signed in) and :class:`~flask_flashsale.InvalidRequest` for a wrong length.
+    """
     if user_id is None:
         raise IdentityRequired()
     uid = str(user_id)
     if not 0 < len(uid) <= 256:
         raise InvalidRequest("the user id must be 1-256 characters", field="user_id")
+    return uid
+
+
+def check_quantity(quantity: object, max_quantity: int) -> int:
+    """Return ``quantity`` if it is an integer from 1 to ``max_quantity``, else raise."""
     if isinstance(quantity, bool) or not isinstance(quantity, int):
         raise InvalidRequest("quantity must be an integer", field="quantity")
     if not 1 <= quantity <= max_quantity:
         raise InvalidRequest(f"quantity must be between 1 and {max_quantity}", field="quantity")
+    return quantity
+
+
+def check_order(sale_id: str, user_id: object, quantity: object, max_quantity: int) -> str:
+    """Validate an order attempt's arguments; return the user id as ``str``."""
+    check_sale_id(sale_id)
+    uid = check_user_id(user_id)
+    check_quantity(quantity, max_quantity)
     return uid

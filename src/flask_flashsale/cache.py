@@ -9,7 +9,8 @@ A flash sale is mostly reads and mostly "no". Each app keeps, for
   which lets ``place_order`` refuse later attempts without Redis.
 
 Admin changes publish ``"changed <sale>"`` and the admission script publishes
-``"sold_out <sale>"`` on the ``<prefix>:events`` channel; a :class:`Subscriber`
+``"sold_out <sale>"`` on the ``<prefix>:events`` channel (the kinds and the
+format live in :mod:`flask_flashsale.events`); a :class:`Subscriber`
 thread per app applies them, so every process drops what it knew about the
 sale right away. A lost message (the subscriber was reconnecting) is bounded by
 the TTL: every entry and flag expires. After each re-subscription (Redis
@@ -27,20 +28,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .events import CHANGED, SOLD_OUT, event, parse_event
+
 if TYPE_CHECKING:
     from .models import Sale
 
 logger = logging.getLogger("flask_flashsale")
-
-#: Message kind: a sale was created, replaced, deleted or restocked, or stock was given back.
-CHANGED = "changed"
-#: Message kind: admission took the last unit of a sale.
-SOLD_OUT = "sold_out"
-
-
-def event(kind: str, sale_id: str) -> str:
-    """The pub/sub message for ``kind`` (``changed`` or ``sold_out``) about ``sale_id``."""
-    return f"{kind} {sale_id}"
 
 
 class SaleCache:
@@ -172,7 +165,7 @@ class SaleCache:
     def apply(self, message: str | bytes) -> None:
         """Apply one message from the events channel; unknown kinds are ignored."""
         text = message.decode(errors="replace") if isinstance(message, bytes) else message
-        kind, _, sale_id = text.partition(" ")
+        kind, sale_id = parse_event(text)
         if not sale_id:
             return
         if kind == CHANGED:

@@ -11,15 +11,15 @@ from typing import Any, TypeVar
 from flask import Flask, current_app
 
 from . import config, signals
-from .admission import LuaStrategy, check_order, ticket_token
+from .admission import check_order, ticket_token
 from .autoscale import Supervisor
 from .breaker import breaker_for
 from .cache import SaleCache, Subscriber
 from .connection import Backend, backend_from_settings
 from .dashboard import create_dashboard
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
-from .keys import Keys, check_sale_id, split_ticket_id
-from .lock import FencedLock, lock_keys
+from .keys import Keys, check_sale_id, join_ticket_id, split_ticket_id
+from .lock import FencedLock
 from .metrics import Metrics
 from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket, from_millis
 from .orders import OrderQueue
@@ -94,17 +94,7 @@ class FlashSaleState:
         }
         #: The inventory strategy that admits orders (``FLASHSALE_INVENTORY_STRATEGY``).
         self.strategy: InventoryStrategy = build_strategy(
-            settings,
-            LuaStrategy(
-                self.client,
-                self.keys,
-                self.scripts["admission"],
-                ticket_ttl=settings.ticket_ttl,
-                user_rate=self.order_rates["user"],
-                sale_rate=self.order_rates["sale"],
-                events_channel=self.keys.events_channel(),
-            ),
-            self.scripts["lock_acquire"],
+            settings, self.client, self.keys, self.scripts, self.order_rates
         )
         #: In-process cache of sale data and sold-out flags, invalidated by pub/sub.
         self.cache = SaleCache(
@@ -500,7 +490,7 @@ class FlashSale:
         for token in tokens:
             pipe.hgetall(keys.ticket(sale_id, token))
         return [
-            _ticket(f"{sale_id}~{token}", sale_id, data)
+            _ticket(join_ticket_id(sale_id, token), sale_id, data)
             for token, data in zip(tokens, pipe.execute(), strict=True)
             if data and data.get("u") == uid
         ]
@@ -584,7 +574,7 @@ class FlashSale:
                            (token, row_id, token))
         """
         state = self.state()
-        key, fence_key = lock_keys(state.settings.key_prefix, name)
+        key, fence_key = state.keys.host_lock(name)
         return FencedLock(
             state.client,
             key,

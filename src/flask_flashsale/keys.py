@@ -13,10 +13,14 @@ touches one slot and the design runs unchanged on Redis Cluster::
     <prefix>:{<sale>}:retry           zset: stream entry id -> when its next attempt is due (ms)
     <prefix>:{<sale>}:attempts        hash: hook failures and worker deaths of pending orders
     <prefix>:{<sale>}:rl:...          token buckets of admission throttles
+    <prefix>:{<sale>}:lock            the sale's lock (``lock`` strategy, ``reconcile --fix``)
+    <prefix>:{<sale>}:fence           the fencing-token counter of that lock
     <prefix>:{<sale>}:holds           zset: ticket token -> pay_by (ms) of tickets awaiting payment
     <prefix>:{<sale>}:payments        hash: tickets paid and expired so far (counters)
     <prefix>:{<sale>}:queue           hash: the waiting room (epoch, places, outflow, lottery draw)
     <prefix>:{<sale>}:places          hash: user id -> "<join index> <ready ms>" (its places)
+    <prefix>:lock:{<name>}            a host lock (:meth:`FlashSale.lock`)
+    <prefix>:lock:{<name>}:fence      its fencing-token counter
     <prefix>:sales                    set of sale ids (index for list_sales / the worker)
     <prefix>:workers                  set of worker names (registry for ``flashsale status``)
     <prefix>:worker:<name>            hash: one worker's heartbeat (expires when it stops beating)
@@ -27,6 +31,7 @@ touches one slot and the design runs unchanged on Redis Cluster::
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from .errors import InvalidRequest, InvalidSaleId, TicketNotFound
 
@@ -35,6 +40,8 @@ SALE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: token (22 url-safe characters, 128 bits) makes the id unguessable.
 TICKET_ID = re.compile(r"([A-Za-z0-9_.\-]{1,64})~([A-Za-z0-9_\-]{22})")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: Valid names for :meth:`FlashSale.lock`: no braces (they would break the hash tag).
+LOCK_NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 
 
 def check_sale_id(sale_id: object) -> str:
@@ -59,6 +66,34 @@ def split_ticket_id(ticket_id: object) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+def join_ticket_id(sale_id: str, token: str) -> str:
+    """The ticket id ``<sale_id>~<token>`` (the inverse of :func:`split_ticket_id`)."""
+    return f"{sale_id}~{token}"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class AdmissionKeys(NamedTuple):
+    """The keys of one order attempt, in the ``KEYS`` order of ``admission.lua``."""
+
+    #: The sale's hash (definition and ``remaining``).
+    sale: str
+    #: Units held per buyer.
+    users: str
+    #: The ticket the attempt would create.
+    ticket: str
+    #: The orders stream.
+    orders: str
+    #: The buyer's admission throttle bucket.
+    user_bucket: str
+    #: The sale's admission throttle bucket.
+    sale_bucket: str
+    #: Each buyer's ticket tokens.
+    buyers: str
+
+
 class Keys:
     """Builds the Redis key names of one app (one ``FLASHSALE_KEY_PREFIX``)."""
 
@@ -66,10 +101,6 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-
-    def sale_base(self, sale_id: str) -> str:
-        """``<prefix>:{<sale>}:``, the start of every key of the sale."""
-        return f"{self.prefix}:{{{sale_id}}}:"
 
     def sale(self, sale_id: str) -> str:
         """Hash holding the sale's definition and ``remaining``."""
@@ -123,6 +154,7 @@ class Keys:
     def payments(self, sale_id: str) -> str:
         """Counters of the sale's payments: ``paid`` and ``expired`` tickets so far."""
         return f"{self.prefix}:{{{sale_id}}}:payments"
+
     def queue(self, sale_id: str) -> str:
         """Hash of the sale's waiting room: epoch, places given, outflow state, lottery draw."""
         return f"{self.prefix}:{{{sale_id}}}:queue"
@@ -153,6 +185,79 @@ class Keys:
     def bucket(self, sale_id: str, name: str) -> str:
         """Token bucket inside the sale's slot (admission throttles)."""
         return f"{self.prefix}:{{{sale_id}}}:rl:{name}"
+
+    def user_bucket(self, sale_id: str, user_id: str) -> str:
+        """The admission throttle bucket of one buyer of the sale."""
+        return self.bucket(sale_id, f"u:{user_id}")
+
+    def sale_bucket(self, sale_id: str) -> str:
+        """The admission throttle bucket of the whole sale."""
+        return self.bucket(sale_id, "sale")
+
+    def buckets_match(self, sale_id: str) -> str:
+        """A ``SCAN MATCH`` pattern for every admission throttle bucket of the sale."""
+        return _glob_escape(self.bucket(sale_id, "")) + "*"
+
+    def tickets_match(self, sale_id: str) -> str:
+        """A ``SCAN MATCH`` pattern for every ticket hash of the sale."""
+        return _glob_escape(self.ticket(sale_id, "")) + "*"
+
+    def ticket_token(self, sale_id: str, key: str) -> str:
+        """The token of a ticket hash's key (one :meth:`tickets_match` found)."""
+        return key[len(self.ticket(sale_id, "")) :]
+
+    def lock(self, sale_id: str) -> str:
+        """The sale's lock (``lock`` strategy, ``flashsale reconcile --fix``)."""
+        return f"{self.prefix}:{{{sale_id}}}:lock"
+
+    def fence(self, sale_id: str) -> str:
+        """The fencing-token counter of the sale's lock."""
+        return f"{self.prefix}:{{{sale_id}}}:fence"
+
+    def host_lock(self, name: str) -> tuple[str, str]:
+        """``(lock key, fencing counter key)`` of the host lock ``name`` (:meth:`FlashSale.lock`).
+
+        Both share the hash tag ``{<name>}``, so the acquisition script touches
+        one Cluster slot. Raises :class:`ValueError` for an invalid name.
+        """
+        if not isinstance(name, str) or not LOCK_NAME.fullmatch(name):
+            raise ValueError(f"lock names are 1-128 characters of [A-Za-z0-9_.:/-]; got {name!r}")
+        key = f"{self.prefix}:lock:{{{name}}}"
+        return key, key + ":fence"
+
+    def admission(self, sale_id: str, user_id: str, token: str) -> AdmissionKeys:
+        """The keys of one order attempt for ticket ``token``, in ``admission.lua``'s order."""
+        base = f"{self.prefix}:{{{sale_id}}}:"
+        return AdmissionKeys(
+            base + "sale",
+            base + "users",
+            base + "t:" + token,
+            base + "orders",
+            base + "rl:u:" + user_id,
+            base + "rl:sale",
+            base + "buyers",
+        )
+
+    def sale_keys(self, sale_id: str) -> list[str]:
+        """Every key of the sale with a fixed name (not tickets, not throttle buckets).
+
+        What deleting a sale removes, besides its buckets.
+        """
+        return [
+            self.sale(sale_id),
+            self.users(sale_id),
+            self.stream(sale_id),
+            self.dead(sale_id),
+            self.lock(sale_id),
+            self.fence(sale_id),
+            self.retry(sale_id),
+            self.attempts(sale_id),
+            self.buyers(sale_id),
+            self.holds(sale_id),
+            self.payments(sale_id),
+            self.queue(sale_id),
+            self.places(sale_id),
+        ]
 
     def sales_index(self) -> str:
         """Set of every sale id."""

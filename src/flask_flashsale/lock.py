@@ -16,7 +16,6 @@ accepted and refuses smaller ones (see :doc:`/consistency`).
 from __future__ import annotations
 
 import random
-import re
 import time
 import uuid
 from types import TracebackType
@@ -26,21 +25,6 @@ from redis.exceptions import LockError
 from redis.lock import Lock as RedisLock
 
 from .errors import LockLost, LockNotAcquired
-
-#: Valid names for :meth:`FlashSale.lock`: no braces (they would break the hash tag).
-LOCK_NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
-
-
-def lock_keys(prefix: str, name: str) -> tuple[str, str]:
-    """Return ``(lock key, fencing counter key)`` of the host lock ``name``.
-
-    Both share the hash tag ``{<name>}``, so the acquisition script touches
-    one Cluster slot: ``<prefix>:lock:{<name>}`` and ``<prefix>:lock:{<name>}:fence``.
-    """
-    if not isinstance(name, str) or not LOCK_NAME.fullmatch(name):
-        raise ValueError(f"lock names are 1-128 characters of [A-Za-z0-9_.:/-]; got {name!r}")
-    key = f"{prefix}:lock:{{{name}}}"
-    return key, key + ":fence"
 
 
 class _Lease(RedisLock):

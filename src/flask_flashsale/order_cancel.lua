@@ -3,7 +3,8 @@
 --
 -- KEYS[1] ticket hash   KEYS[2] sale hash   KEYS[3] users hash
 -- KEYS[4] holds (deadline index of tickets awaiting payment)
--- ARGV[1] reason   ARGV[2] events channel ('' = none)   ARGV[3] sale id
+-- ARGV[1] reason   ARGV[2] events channel ('' = none)
+-- ARGV[3] the event to publish there (the sale's 'changed' message)
 -- ARGV[4] the ticket's token (its member in the holds zset)
 --
 -- Only a live ticket (queued, confirmed, awaiting_payment, paid: a refund)
@@ -23,5 +24,5 @@ end
 if redis.call('HINCRBY', KEYS[3], user, -qty) <= 0 then redis.call('HDEL', KEYS[3], user) end
 redis.call('HSET', KEYS[1], 's', 'cancelled', 'r', ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[4])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'changed ' .. ARGV[3]) end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return {'cancelled', 'cancelled'}

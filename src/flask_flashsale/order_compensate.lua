@@ -5,7 +5,8 @@
 -- KEYS[4] users hash      KEYS[5] dead-letter stream   KEYS[6] retry schedule
 -- KEYS[7] attempts hash
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] entry id   ARGV[4] reason
--- ARGV[5] attempts   ARGV[6] events channel ('' = none)   ARGV[7] sale id
+-- ARGV[5] attempts   ARGV[6] events channel ('' = none)
+-- ARGV[7] the event to publish there (the sale's 'changed' message)
 -- ARGV[8] dead-letter stream max length (approximate)
 -- ARGV[9] the buyer-facing reason code written on the ticket (ARGV[4], the
 -- exception text, goes to the dead letter only: operators see it, buyers don't)
@@ -38,7 +39,7 @@ if ticket[1] == 'queued' then
   end
   if redis.call('HINCRBY', KEYS[4], user, -qty) <= 0 then redis.call('HDEL', KEYS[4], user) end
   redis.call('HSET', KEYS[2], 's', 'failed', 'r', ARGV[9])
-  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], 'changed ' .. ARGV[7]) end
+  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 end
 
 local letter = {}

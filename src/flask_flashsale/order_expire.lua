@@ -6,8 +6,9 @@
 -- KEYS[6..] ticket hashes
 -- ARGV[1] events channel ('' = none)   ARGV[2] sale id
 -- ARGV[3] '1': queue a call of the expiry hook for each expired ticket
--- ARGV[4..] ticket tokens, candidates read from the holds zset (ARGV[i] goes
--- with KEYS[i + 2])
+-- ARGV[4] the event to publish on the channel (the sale's 'changed' message)
+-- ARGV[5..] ticket tokens, candidates read from the holds zset (ARGV[i] goes
+-- with KEYS[i + 1])
 --
 -- Each candidate is judged again here, on Redis TIME: only a token still in
 -- the holds zset, due, whose ticket is still awaiting_payment expires. The
@@ -28,8 +29,8 @@
 local now = now_ms()
 local out = {now}
 local sale_id = ARGV[2]
-for i = 4, #ARGV do
-  local token, key = ARGV[i], KEYS[i + 2]
+for i = 5, #ARGV do
+  local token, key = ARGV[i], KEYS[i + 1]
   local due = tonumber(redis.call('ZSCORE', KEYS[3], token))
   if due and due <= now then
     local t = redis.call('HMGET', key, 's', 'u', 'q', 'a', 'd')
@@ -60,5 +61,5 @@ for i = 4, #ARGV do
     end
   end
 end
-if #out > 1 and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], 'changed ' .. sale_id) end
+if #out > 1 and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[4]) end
 return out

@@ -4,7 +4,8 @@
 -- KEYS[1] dead-letter stream   KEYS[2] orders stream   KEYS[3] sale hash
 -- KEYS[4] users hash   KEYS[5] ticket hash
 -- ARGV[1] dead-letter id   ARGV[2] ticket id   ARGV[3] ticket ttl (s)
--- ARGV[4] events channel ('' = none)   ARGV[5] sale id
+-- ARGV[4] events channel ('' = none)
+-- ARGV[5] the event to publish there (the sale's 'changed' message)
 --
 -- The order is queued again under the same ticket id (so the host's hook sees
 -- the same order.id). Refused when the sale is gone, the stock or the buyer's
@@ -35,5 +36,5 @@ redis.call('EXPIRE', KEYS[5], tonumber(ARGV[3]))
 local id = redis.call('XADD', KEYS[2], '*', 't', f['t'], 'u', f['u'], 'q', qty,
                       'p', f['p'] or '', 'a', f['a'])
 redis.call('XDEL', KEYS[1], ARGV[1])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], 'changed ' .. ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return {'queued', id}

@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from .errors import SaleNotFound, TicketNotFound
+from .events import CHANGED, event
 from .keys import Keys, check_sale_id, split_ticket_id
 from .models import Order, from_millis
 from .scripts import register
@@ -407,7 +408,7 @@ class OrderQueue:
                     reason,
                     delivery.attempt,
                     self.events,
-                    sale_id,
+                    event(CHANGED, sale_id),
                     DEAD_LETTER_MAXLEN,
                     FAILED_REASON,
                     *letter,
@@ -446,7 +447,7 @@ class OrderQueue:
         k = self.keys
         outcome, _ = self._cancel(
             keys=[k.ticket(sale_id, token), k.sale(sale_id), k.users(sale_id), k.holds(sale_id)],
-            args=[reason, self.events, sale_id, token],
+            args=[reason, self.events, event(CHANGED, sale_id), token],
         )
         if outcome == "not_found":
             raise TicketNotFound()
@@ -532,7 +533,7 @@ class OrderQueue:
                 k.users(sale_id),
                 k.ticket(sale_id, token),
             ],
-            args=[entry_id, ticket_id, self.ticket_ttl, self.events, sale_id],
+            args=[entry_id, ticket_id, self.ticket_ttl, self.events, event(CHANGED, sale_id)],
         )
         if outcome == "sale_not_found":
             raise SaleNotFound(f"no sale {sale_id!r}")

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import PaymentRefused, PaymentTooLate, TicketNotFound
-from .keys import Keys, split_ticket_id
+from .events import CHANGED, event
+from .keys import Keys, join_ticket_id, split_ticket_id
 from .models import Ticket, from_millis
 from .scripts import register
 
@@ -219,13 +220,13 @@ class Payments:
                 k.stream(sale_id),
                 *(k.ticket(sale_id, token) for token in tokens),
             ],
-            args=[self.events, sale_id, "1" if notify else "0", *tokens],
+            args=[self.events, sale_id, "1" if notify else "0", event(CHANGED, sale_id), *tokens],
         )
         now, flat = int(reply[0]), reply[1:]
         self._offset_ms = now - time.time() * 1000
         expired = [
             Ticket(
-                id=f"{sale_id}~{flat[i]}",
+                id=join_ticket_id(sale_id, flat[i]),
                 sale_id=sale_id,
                 user_id=str(flat[i + 1]),
                 quantity=int(flat[i + 2]),

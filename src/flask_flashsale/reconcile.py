@@ -48,7 +48,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .errors import LockLost, SaleNotFound
-from .keys import TICKET_ID
+from .keys import TICKET_ID, Keys, join_ticket_id
 from .lock import FencedLock
 
 #: What a :data:`ReconcileSource` returns: ``{user_id: units}`` of the host's
@@ -197,21 +197,21 @@ class _Snapshot:
         return {(t.token, t.status) for t in self.tickets.values() if t.user == user}
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+def _token(ticket_id: str) -> str:
+    return ticket_id.split("~", 1)[1]
 
 
-def _snapshot(client: Any, base: str) -> _Snapshot | None:
+def _snapshot(client: Any, keys: Keys, sale_id: str) -> _Snapshot | None:
     """Sale, buyers and tickets of one sale, read in one MULTI/EXEC."""
-    prefix = base + "t:"
     tokens = [
-        key[len(prefix) :] for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000)
+        keys.ticket_token(sale_id, key)
+        for key in client.scan_iter(match=keys.tickets_match(sale_id), count=1000)
     ]
     pipe = client.pipeline(transaction=True)
-    pipe.hmget(base + "sale", "stock", "remaining")
-    pipe.hgetall(base + "users")
+    pipe.hmget(keys.sale(sale_id), "stock", "remaining")
+    pipe.hgetall(keys.users(sale_id))
     for token in tokens:
-        pipe.hgetall(prefix + token)
+        pipe.hgetall(keys.ticket(sale_id, token))
     (stock, remaining), held, *raw = pipe.execute()
     if remaining is None:
         return None
@@ -270,7 +270,7 @@ def _without_expired(sale_id: str, host: _Host, snap: _Snapshot) -> tuple[_Host,
         user, qty = orders.pop(token)
         units[user] -= qty
     kept = _Host({u: n for u, n in units.items() if n}, orders)
-    return kept, tuple(f"{sale_id}~{token}" for token in gone)
+    return kept, tuple(join_ticket_id(sale_id, token) for token in gone)
 
 
 def _judge(sale_id: str, snap: _Snapshot, host: _Host, user: str) -> UserDrift | None:
@@ -295,7 +295,7 @@ def _judge(sale_id: str, snap: _Snapshot, host: _Host, user: str) -> UserDrift |
     for ticket in confirmed_tickets:  # newest first
         if excess <= 0:
             break
-        stale.append(f"{sale_id}~{ticket.token}")
+        stale.append(join_ticket_id(sale_id, ticket.token))
         excess -= ticket.quantity
     missing: list[tuple[str, int]] = []
     if delta > 0 and host.orders is not None:
@@ -316,7 +316,7 @@ def _judge(sale_id: str, snap: _Snapshot, host: _Host, user: str) -> UserDrift |
         units,
         delta,
         tuple(stale),
-        tuple(f"{sale_id}~{token}" for token, _ in missing),
+        tuple(join_ticket_id(sale_id, token) for token, _ in missing),
         tuple(qty for _, qty in missing),
     )
 
@@ -327,7 +327,7 @@ class Reconciler:
     def __init__(
         self,
         client: Any,
-        keys: Any,
+        keys: Keys,
         fix_script: Any,
         lock_script: Any,
         *,
@@ -342,11 +342,10 @@ class Reconciler:
 
     def sale_lock(self, sale_id: str) -> FencedLock:
         """The sale's lock (the one the ``lock`` strategy takes), with a repair-sized lease."""
-        base = self.keys.sale_base(sale_id)
         return FencedLock(
             self.client,
-            base + "lock",
-            base + "fence",
+            self.keys.lock(sale_id),
+            self.keys.fence(sale_id),
             script=self._lock_script,
             timeout=REPAIR_LEASE,
             blocking_timeout=REPAIR_WAIT,
@@ -366,12 +365,11 @@ class Reconciler:
             return self._repair(found, lock)
 
     def _check(self, sale_id: str, source: ReconcileSource) -> SaleReconciliation:
-        base = self.keys.sale_base(sale_id)
-        before = _snapshot(self.client, base)
+        before = _snapshot(self.client, self.keys, sale_id)
         if before is None:
             raise SaleNotFound(f"no sale {sale_id!r}")
         host = _host(sale_id, source(sale_id))
-        after = _snapshot(self.client, base)
+        after = _snapshot(self.client, self.keys, sale_id)
         if after is None:
             raise SaleNotFound(f"sale {sale_id!r} was deleted during reconciliation")
         host, expired_orders = _without_expired(sale_id, host, after)
@@ -401,9 +399,9 @@ class Reconciler:
         )
 
     def _repair(self, found: SaleReconciliation, lock: FencedLock) -> SaleReconciliation:
-        base = self.keys.sale_base(found.sale_id)
-        stale = [base + "t:" + t.split("~", 1)[1] for d in found.users for t in d.stale_tickets]
-        missing = [base + "t:" + t.split("~", 1)[1] for d in found.users for t in d.missing_tickets]
+        k, sale_id = self.keys, found.sale_id
+        stale = [k.ticket(sale_id, _token(t)) for d in found.users for t in d.stale_tickets]
+        missing = [k.ticket(sale_id, _token(t)) for d in found.users for t in d.missing_tickets]
         pairs: list[Any] = []
         for d in found.users:
             if d.delta:
@@ -414,7 +412,7 @@ class Reconciler:
                 restored += [d.user_id, qty]
         try:
             outcome, remaining, oversold = self._fix(
-                keys=[base + "sale", base + "users", lock.key, *stale, *missing],
+                keys=[k.sale(sale_id), k.users(sale_id), lock.key, *stale, *missing],
                 args=[
                     lock.holder,
                     found.remaining_delta,

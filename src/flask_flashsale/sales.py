@@ -232,14 +232,8 @@ class SaleStore:
         """
         check_sale_id(sale_id)
         k = self.keys
-        doomed = [k.sale(sale_id), k.users(sale_id), k.stream(sale_id), k.dead(sale_id)]
-        doomed += [k.sale_base(sale_id) + "lock", k.sale_base(sale_id) + "fence"]
-        doomed.append(k.retry(sale_id))
-        doomed.append(k.attempts(sale_id))
-        doomed.append(k.buyers(sale_id))
-        doomed += [k.holds(sale_id), k.payments(sale_id)]
-        doomed += [k.queue(sale_id), k.places(sale_id)]
-        doomed += list(self.client.scan_iter(match=k.sale_base(sale_id) + "rl:*", count=1000))
+        doomed = k.sale_keys(sale_id)
+        doomed += list(self.client.scan_iter(match=k.buckets_match(sale_id), count=1000))
         removed = int(self.client.delete(*doomed))
         self.client.srem(k.sales_index(), sale_id)
         return removed > 0

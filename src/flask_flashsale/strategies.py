@@ -3,7 +3,7 @@
 Three implementations of :class:`InventoryStrategy`, chosen by
 ``FLASHSALE_INVENTORY_STRATEGY``:
 
-``lua`` (default, :class:`~flask_flashsale.admission.LuaStrategy`)
+``lua`` (default, :class:`LuaStrategy`)
     One ``EVALSHA``: every check and write inside Redis, atomically.
 ``optimistic`` (:class:`OptimisticStrategy`)
     ``WATCH`` the sale's keys, read them, decide in Python, write with
@@ -17,9 +17,11 @@ All three return the same :class:`~flask_flashsale.Admission` results, write
 the same keys, tickets and stream entries, and judge the sale window on Redis
 ``TIME``. The two Python-side strategies can also answer ``busy`` (with
 ``retry_after``) when contention outlasts their retries or lock wait; they
-never oversell. Admission throttles (``FLASHSALE_ORDER_RATE_PER_*``) exist only
-in the ``lua`` script: combining them with another strategy is a
-:class:`~flask_flashsale.ConfigurationError` at start-up.
+never oversell. They share one attempt (:class:`WatchedStrategy`), which the
+lock strategy makes while holding the sale's lock. Admission throttles
+(``FLASHSALE_ORDER_RATE_PER_*``) exist only in the ``lua`` script: combining
+them with another strategy is a :class:`~flask_flashsale.ConfigurationError`
+at start-up. :func:`build_strategy` makes the configured strategy.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,12 +40,14 @@ from redis.exceptions import WatchError
 
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
+from .events import SOLD_OUT, event
+from .keys import AdmissionKeys, Keys, join_ticket_id
 from .lock import FencedLock
 from .models import Admission
 
 if TYPE_CHECKING:
-    from .admission import LuaStrategy
     from .config import Settings
+    from .ratelimit import Rate
 
 #: ``retry_after`` (seconds) of a ``busy`` answer.
 BUSY_RETRY_AFTER = 1.0
@@ -96,15 +101,6 @@ class Counters:
             return dict(self._counts)
 
 
-class _SaleKeys(NamedTuple):
-    sale: str
-    users: str
-    ticket: str
-    orders: str
-    buyers: str
-    token: str
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """An admission decided in Python, to be written with MULTI/EXEC."""
@@ -117,41 +113,149 @@ class _Plan:
     tokens: str
 
 
-class _WatchedAdmission:
-    """Read phase and write phase shared by the optimistic and lock strategies.
+class LuaStrategy:
+    """The default inventory strategy: every check and write in one Lua script.
 
-    Mirrors ``admission.lua`` check for check: sale exists, idempotency (the
-    ticket key is known before the attempt; another quantity under the same
-    key is an ``idempotency_mismatch``), the pass of a sale with a waiting
-    room, window on Redis ``TIME``, per-user
-    limit, stock; and write for write, the buyer's ticket list included.
-    Reads run on a pipeline in ``WATCH`` mode, so the write is refused if any
-    watched key changed since.
+    One round trip, no retries, no lock: Redis runs the script atomically, so
+    concurrent attempts can neither oversell nor double-admit.
     """
 
-    def __init__(self, client: Any, keys: Any, *, ticket_ttl: int, events_channel: str) -> None:
+    name = "lua"
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        script: Any,
+        *,
+        ticket_ttl: int,
+        user_rate: Rate | None = None,
+        sale_rate: Rate | None = None,
+        events_channel: str = "",
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self._script = script
+        self._ttl = str(ticket_ttl)
+        self._user_bucket = _bucket_args(user_rate)
+        self._sale_bucket = _bucket_args(sale_rate)
+        self._events = events_channel
+        self._slack = str(BUYER_INDEX_SLACK)
+
+    def admit(
+        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+    ) -> Admission:
+        """Run the admission script once and translate its reply.
+
+        ``verified_pass`` is the buyer's waiting-room pass as verified in this
+        process (see :meth:`~flask_flashsale.waiting.WaitingRoom.check_pass`):
+        ``""`` for none, ``"<queue epoch> <expiry ms>"``, or ``"-"`` for an
+        invalid one.
+        """
+        ticket_id = join_ticket_id(sale_id, token)
+        reply = self._script(
+            keys=self.keys.admission(sale_id, user_id, token),
+            args=[
+                user_id,
+                quantity,
+                ticket_id,
+                self._ttl,
+                *self._user_bucket,
+                *self._sale_bucket,
+                self._events,
+                self._slack,
+                verified_pass,
+                event(SOLD_OUT, sale_id),
+            ],
+        )
+        status, ticket, remaining, wait_ms = reply
+        remaining = int(remaining)
+        if status == "rate_limited":
+            return Admission(
+                status=status,
+                remaining=max(remaining, 0),
+                retry_after=int(wait_ms) / 1000.0,
+                throttled_by=ticket,
+            )
+        return Admission(
+            status=status,
+            ticket_id=ticket or None,
+            remaining=None if status == "not_found" else max(remaining, 0),
+            retry_after=int(wait_ms) / 1000.0 if int(wait_ms) > 0 else None,
+        )
+
+
+def _bucket_args(rate: Rate | None) -> tuple[str, str]:
+    if rate is None:
+        return ("0", "0")
+    return (repr(rate.interval_ms), str(rate.burst))
+
+
+class WatchedStrategy:
+    """Base of the strategies that decide in Python: the optimistic and lock strategies.
+
+    One :meth:`_attempt` is the shared loop body: ``WATCH`` the sale's keys,
+    judge (read and decide), write with ``MULTI``/``EXEC``. The judge mirrors
+    ``admission.lua`` check for check: sale exists, idempotency (the ticket key
+    is known before the attempt; another quantity under the same key is an
+    ``idempotency_mismatch``), the pass of a sale with a waiting room, window
+    on Redis ``TIME``, per-user limit, stock; and the write mirrors it write
+    for write, the buyer's ticket list included. The reads run on a pipeline
+    in ``WATCH`` mode, so the write is refused if any watched key changed
+    since. Subclasses decide how often to attempt and what to hold meanwhile.
+    """
+
+    #: ``optimistic`` or ``lock``.
+    name: str
+
+    def __init__(self, client: Any, keys: Keys, *, ticket_ttl: int, events_channel: str) -> None:
         self.client = client
         self.keys = keys
         self.ticket_ttl = ticket_ttl
         self.events_channel = events_channel
+        #: Event counters (see the class docstring).
+        self.counters = Counters()
 
-    def sale_keys(self, sale_id: str, user_id: str, token: str) -> _SaleKeys:
-        base = self.keys.sale_base(sale_id)
-        return _SaleKeys(
-            base + "sale",
-            base + "users",
-            base + "t:" + token,
-            base + "orders",
-            base + "buyers",
-            token,
-        )
-
-    def judge(
+    def _attempt(
         self,
-        pipe: Any,
-        k: _SaleKeys,
+        k: AdmissionKeys,
+        sale_id: str,
         user_id: str,
         quantity: int,
+        token: str,
+        verified_pass: str,
+        *also_watch: str,
+    ) -> Admission | None:
+        """One watch/judge/write attempt; ``None`` when ``EXEC`` was refused (a conflict).
+
+        ``also_watch`` keys are watched first (the lock strategy's lock key).
+        """
+        ticket_id = join_ticket_id(sale_id, token)
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*also_watch, k.sale, k.users, k.ticket, k.buyers)
+                outcome = self._judge(pipe, k, user_id, quantity, token, ticket_id, verified_pass)
+                if isinstance(outcome, Admission):
+                    return outcome
+                return self._write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
+            except WatchError as exc:
+                _raise_if_outage(exc)
+                self.counters.incr("conflicts")
+                return None
+
+    def _busy(self, reason: str | None = None) -> Admission:
+        if reason is not None:
+            self.counters.incr(reason)
+        self.counters.incr("busy")
+        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+
+    def _judge(
+        self,
+        pipe: Any,
+        k: AdmissionKeys,
+        user_id: str,
+        quantity: int,
+        token: str,
         ticket_id: str,
         verified_pass: str = "",
     ) -> Admission | _Plan:
@@ -190,9 +294,7 @@ class _WatchedAdmission:
             return Admission(status="limit_reached", remaining=remaining)
         if remaining < quantity:
             return Admission(status="sold_out", remaining=remaining)
-        tokens = buyer_tokens(
-            pipe.hget(k.buyers, user_id), k.token, int(limit) + BUYER_INDEX_SLACK
-        )
+        tokens = buyer_tokens(pipe.hget(k.buyers, user_id), token, int(limit) + BUYER_INDEX_SLACK)
         return _Plan(
             remaining=remaining - quantity,
             now_ms=now,
@@ -201,10 +303,10 @@ class _WatchedAdmission:
             tokens=tokens,
         )
 
-    def write(
+    def _write(
         self,
         pipe: Any,
-        k: _SaleKeys,
+        k: AdmissionKeys,
         sale_id: str,
         user_id: str,
         quantity: int,
@@ -227,7 +329,7 @@ class _WatchedAdmission:
             # After EXEC, not inside it: a cluster transaction holds only
             # commands with keys of its slot. Lost if Redis fails right now:
             # the cache TTL bounds that, as for any lost event.
-            self.client.publish(self.events_channel, f"sold_out {sale_id}")
+            self.client.publish(self.events_channel, event(SOLD_OUT, sale_id))
         return Admission(status="queued", ticket_id=ticket_id, remaining=remaining)
 
 
@@ -244,7 +346,7 @@ def _raise_if_outage(exc: WatchError) -> None:
         raise cause from exc
 
 
-class OptimisticStrategy:
+class OptimisticStrategy(WatchedStrategy):
     """``WATCH``/``MULTI``/``EXEC`` with bounded retries and jittered back-off.
 
     An attempt whose ``EXEC`` is refused (another attempt changed the sale
@@ -258,11 +360,13 @@ class OptimisticStrategy:
     """
 
     name = "optimistic"
+    #: Event counters (see the class docstring).
+    counters: Counters
 
     def __init__(
         self,
         client: Any,
-        keys: Any,
+        keys: Keys,
         *,
         ticket_ttl: int,
         retries: int = 10,
@@ -270,45 +374,29 @@ class OptimisticStrategy:
         max_backoff: float = 0.1,
         events_channel: str = "",
     ) -> None:
-        self.client = client
-        self.keys = keys
+        super().__init__(client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        #: Event counters (see the class docstring).
-        self.counters = Counters()
-        self._core = _WatchedAdmission(
-            client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
-        )
 
     def admit(
         self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
     ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
-        core = self._core
-        k = core.sale_keys(sale_id, user_id, token)
-        ticket_id = f"{sale_id}~{token}"
+        k = self.keys.admission(sale_id, user_id, token)
         self.counters.incr("attempts")
         for attempt in range(self.retries + 1):
             if attempt:
                 self.counters.incr("retries")
                 cap = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
                 time.sleep(random.uniform(0, cap))
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(k.sale, k.users, k.ticket, k.buyers)
-                    outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
-                    if isinstance(outcome, Admission):
-                        return outcome
-                    return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
-                except WatchError as exc:
-                    _raise_if_outage(exc)
-                    self.counters.incr("conflicts")
-        self.counters.incr("busy")
-        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
+            outcome = self._attempt(k, sale_id, user_id, quantity, token, verified_pass)
+            if outcome is not None:
+                return outcome
+        return self._busy()
 
 
-class LockStrategy:
+class LockStrategy(WatchedStrategy):
     """The stock update inside the sale's distributed lock.
 
     Each attempt takes the sale's :class:`~flask_flashsale.lock.FencedLock`
@@ -332,11 +420,13 @@ class LockStrategy:
     """
 
     name = "lock"
+    #: Event counters (see the class docstring).
+    counters: Counters
 
     def __init__(
         self,
         client: Any,
-        keys: Any,
+        keys: Keys,
         lock_script: Any,
         *,
         ticket_ttl: int,
@@ -345,32 +435,25 @@ class LockStrategy:
         poll: float = 0.002,
         events_channel: str = "",
     ) -> None:
-        self.client = client
-        self.keys = keys
+        super().__init__(client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel)
         self.lease = lease
         self.wait = wait
         self.poll = poll
-        #: Event counters (see the class docstring).
-        self.counters = Counters()
         self._script = lock_script
         # Striped, so that order attempts for any number of (made-up) sale ids
         # cannot grow memory; two sales rarely share a stripe, and then only
         # queue behind each other inside this process.
         self._gates = [threading.Lock() for _ in range(GATE_STRIPES)]
-        self._core = _WatchedAdmission(
-            client, keys, ticket_ttl=ticket_ttl, events_channel=events_channel
-        )
 
     def sale_lock(self, sale_id: str, wait: float | None = None) -> FencedLock:
         """The lock that serialises admissions to one sale (in the sale's hash tag).
 
         ``wait`` overrides the strategy's lock wait (``FLASHSALE_LOCK_WAIT``).
         """
-        base = self.keys.sale_base(sale_id)
         return FencedLock(
             self.client,
-            base + "lock",
-            base + "fence",
+            self.keys.lock(sale_id),
+            self.keys.fence(sale_id),
             script=self._script,
             timeout=self.lease,
             blocking_timeout=self.wait if wait is None else wait,
@@ -401,11 +484,6 @@ class LockStrategy:
         finally:
             gate.release()
 
-    def _busy(self, reason: str) -> Admission:
-        self.counters.incr(reason)
-        self.counters.incr("busy")
-        return Admission(status="busy", retry_after=BUSY_RETRY_AFTER)
-
     def _admit_locked(
         self,
         lock: FencedLock,
@@ -415,22 +493,15 @@ class LockStrategy:
         token: str,
         verified_pass: str = "",
     ) -> Admission:
-        core = self._core
-        k = core.sale_keys(sale_id, user_id, token)
-        ticket_id = f"{sale_id}~{token}"
+        k = self.keys.admission(sale_id, user_id, token)
         lease_lost = False
         try:
             for _ in range(LOCKED_CONFLICT_RETRIES):
-                with self.client.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(lock.key, k.sale, k.users, k.ticket, k.buyers)
-                        outcome = core.judge(pipe, k, user_id, quantity, ticket_id, verified_pass)
-                        if isinstance(outcome, Admission):
-                            return outcome
-                        return core.write(pipe, k, sale_id, user_id, quantity, ticket_id, outcome)
-                    except WatchError as exc:
-                        _raise_if_outage(exc)
-                        self.counters.incr("conflicts")
+                outcome = self._attempt(
+                    k, sale_id, user_id, quantity, token, verified_pass, lock.key
+                )
+                if outcome is not None:
+                    return outcome
                 if not lock.owned():
                     lease_lost = True
                     break
@@ -444,35 +515,51 @@ class LockStrategy:
                 self.counters.incr("leases_lost")
 
 
-def build_strategy(settings: Settings, lua: LuaStrategy, lock_script: Any) -> InventoryStrategy:
-    """The strategy named by ``FLASHSALE_INVENTORY_STRATEGY``.
+def build_strategy(
+    settings: Settings,
+    client: Any,
+    keys: Keys,
+    scripts: Mapping[str, Any],
+    rates: Mapping[str, Rate | None],
+) -> InventoryStrategy:
+    """The strategy named by ``FLASHSALE_INVENTORY_STRATEGY``, on ``client``.
 
-    ``lua`` is returned as is (it is the default); the others reuse its
-    client, key builder and sold-out channel. Raises
+    ``scripts`` are the app's registered scripts (``admission``,
+    ``lock_acquire``); ``rates`` the admission throttles by bucket (``user``,
+    ``sale``; ``None`` when off). Every strategy publishes its sold-out event
+    on ``keys.events_channel()``. Raises
     :class:`~flask_flashsale.ConfigurationError` when admission throttles are
     configured with a strategy other than ``lua``.
     """
     name = settings.inventory_strategy
+    events = keys.events_channel()
     if name == "lua":
-        return lua
-    if settings.order_rate_per_user or settings.order_rate_per_sale:
+        return LuaStrategy(
+            client,
+            keys,
+            scripts["admission"],
+            ticket_ttl=settings.ticket_ttl,
+            user_rate=rates.get("user"),
+            sale_rate=rates.get("sale"),
+            events_channel=events,
+        )
+    if any(rate is not None for rate in rates.values()):
         raise ConfigurationError(
             "FLASHSALE_ORDER_RATE_PER_USER/_PER_SALE are enforced by the lua admission "
             f"script only; they cannot be combined with FLASHSALE_INVENTORY_STRATEGY={name!r}"
         )
-    events = lua._events
     if name == "optimistic":
         return OptimisticStrategy(
-            lua.client,
-            lua.keys,
+            client,
+            keys,
             ticket_ttl=settings.ticket_ttl,
             retries=settings.optimistic_retries,
             events_channel=events,
         )
     return LockStrategy(
-        lua.client,
-        lua.keys,
-        lock_script,
+        client,
+        keys,
+        scripts["lock_acquire"],
         ticket_ttl=settings.ticket_ttl,
         lease=settings.lock_timeout,
         wait=settings.lock_wait,

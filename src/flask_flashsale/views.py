@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import errors
+from .admission import check_quantity, check_user_id
 from .config import normalize_origin, redis_address
 from .errors import FlashSaleError, InvalidSaleId
 from .keys import check_sale_id
@@ -167,14 +168,7 @@ def read_quantity(max_body: int, max_quantity: int) -> int:
         raise errors.InvalidRequest(
             f"unknown field {unknown[:100]!r}: the body takes only 'quantity'", field=unknown[:100]
         )
-    quantity = body.get("quantity", 1)
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise errors.InvalidRequest("quantity must be an integer", field="quantity")
-    if not 1 <= quantity <= max_quantity:
-        raise errors.InvalidRequest(
-            f"quantity must be between 1 and {max_quantity}", field="quantity"
-        )
-    return quantity
+    return check_quantity(body.get("quantity", 1), max_quantity)
 
 
 def conditional(response: Response) -> Response:
@@ -271,9 +265,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
     @bp.post("/<sale_id>/order")
     def order(sale_id: str) -> Response:
         check_sale_id(sale_id)
-        user_id = ext.current_user_id()
-        if user_id is None:
-            raise errors.IdentityRequired()
+        user_id = check_user_id(ext.current_user_id())
         settings = ext.state().settings
         quantity = read_quantity(settings.max_body, settings.max_quantity)
         key = request.headers.get("Idempotency-Key")

@@ -49,9 +49,8 @@ from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
 from . import signals
+from .admission import check_user_id
 from .errors import (
-    IdentityRequired,
-    InvalidRequest,
     NoQueue,
     NotInQueue,
     QueueNotOpen,
@@ -235,16 +234,6 @@ def lottery_positions(seed: str, count: int) -> array[int]:
     for place, index in enumerate(order, 1):
         positions[index - 1] = place
     return positions
-
-
-def check_user_id(user_id: object) -> str:
-    """The buyer id as ``str`` (1-256 characters); raise otherwise."""
-    if user_id is None:
-        raise IdentityRequired()
-    uid = str(user_id)
-    if not 0 < len(uid) <= 256:
-        raise InvalidRequest("the user id must be 1-256 characters", field="user_id")
-    return uid
 
 
 class WaitingRoom:
