@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -37,6 +38,28 @@ IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
 ExpiryHandler = Callable[[Ticket], None]
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """The host's functions registered on a :class:`FlashSale` (``None``: not registered).
+
+    A read-only snapshot, from :attr:`FlashSale.hooks`; register with the
+    decorators of the same names.
+    """
+
+    #: :meth:`FlashSale.identity_loader`.
+    identity_loader: IdentityLoader | None
+    #: :meth:`FlashSale.order_handler`.
+    order_handler: OrderHandler | None
+    #: :meth:`FlashSale.expiry_handler`.
+    expiry_handler: ExpiryHandler | None
+    #: :meth:`FlashSale.limit_exempt_when`.
+    limit_exempt_when: Callable[[], bool] | None
+    #: :meth:`FlashSale.reconcile_source`.
+    reconcile_source: ReconcileSource | None
+    #: :meth:`FlashSale.dashboard_access`.
+    dashboard_access: Callable[[], bool] | None
 
 
 def ticket_secret(app: Flask, settings: config.Settings, backend: Backend) -> bytes:
@@ -250,6 +273,18 @@ class FlashSale:
         """
         self._expiry_handler = fn
         return fn
+
+    @property
+    def hooks(self) -> Hooks:
+        """The functions registered so far (:class:`Hooks`): what the worker and limits call."""
+        return Hooks(
+            identity_loader=self._identity_loader,
+            order_handler=self._order_handler,
+            expiry_handler=self._expiry_handler,
+            limit_exempt_when=self._limit_exempt_when,
+            reconcile_source=self._reconcile_source,
+            dashboard_access=self._dashboard_access,
+        )
 
     @staticmethod
     def state(app: Flask | None = None) -> FlashSaleState:

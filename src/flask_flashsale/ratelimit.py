@@ -22,7 +22,7 @@ import redis
 from flask import current_app, has_request_context, request
 
 from . import signals
-from .errors import BackendUnavailable, ConfigurationError, NotInitializedError, RateLimited
+from .errors import BackendUnavailable, ConfigurationError, RateLimited
 from .scripts import register
 
 if TYPE_CHECKING:
@@ -126,14 +126,10 @@ def parse_rate(text: str | Rate, *, burst: int | None = None, setting: str | Non
 
 
 def _state() -> FlashSaleState:
-    try:
-        state: FlashSaleState = current_app.extensions["flashsale"]
-    except KeyError:
-        raise NotInitializedError(
-            "FlashSale is not initialised for this app: call FlashSale(app) or "
-            "flashsale.init_app(app) first"
-        ) from None
-    return state
+    """The current app's state (:meth:`FlashSale.state`; imported late: it imports us)."""
+    from .extension import FlashSale
+
+    return FlashSale.state()
 
 
 def by_user() -> str | None:
@@ -475,7 +471,7 @@ def enforce(limits: Sequence[Limit]) -> RateLimitResult | None:
     :class:`~flask_flashsale.BackendUnavailable` (503): limits fail closed.
     """
     state = _state()
-    exempt = state.ext._limit_exempt_when
+    exempt = state.ext.hooks.limit_exempt_when
     if exempt is not None and exempt():
         return None
     limiter = state.limiter

@@ -423,7 +423,7 @@ class Worker:
             else:
                 try:
                     if expiry:
-                        expiry_handler = self.state.ext._expiry_handler
+                        expiry_handler = self.state.ext.hooks.expiry_handler
                         if expiry_handler is not None:
                             expiry_handler(expired_ticket(d.sale_id, d.fields))
                     else:
@@ -518,7 +518,7 @@ class Worker:
     # -- around the loop -------------------------------------------------------
 
     def _handler(self) -> Callable[[Any], None] | None:
-        return self.state.ext._order_handler
+        return self.state.ext.hooks.order_handler
 
     def _count(self, outcome: str) -> None:
         if outcome in self.counts:
@@ -587,7 +587,7 @@ class Worker:
         if (not force and now < self._next_expiry) or not self._expiring.acquire(blocking=False):
             return 0
         try:
-            notify = self.state.ext._expiry_handler is not None
+            notify = self.state.ext.hooks.expiry_handler is not None
             expired, full = self.payments.expire_due(sales, count=EXPIRY_BATCH, notify=notify)
             self._next_expiry = now if full else now + self.tick
         finally:
