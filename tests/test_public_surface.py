@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import typing
 
 import pytest
 from flask import Flask
 
+import flask_flashsale
 from flask_flashsale import FlashSale, Order, Ticket
 
 
@@ -45,3 +48,48 @@ def test_a_hook_registered_later_shows_in_hooks(redis_url: str) -> None:
     assert ext.hooks.order_handler is None
     ext.order_handler(print)
     assert ext.hooks.order_handler is print
+
+
+def returned_classes(owner: type) -> set[type]:
+    """The classes the public methods and properties of ``owner`` return (inside unions, lists)."""
+    found: set[type] = set()
+
+    def collect(hint: object) -> None:
+        if isinstance(hint, type) and hint.__module__.startswith("flask_flashsale"):
+            found.add(hint)
+        for arg in typing.get_args(hint):
+            collect(arg)
+
+    for name, member in vars(owner).items():
+        if name.startswith("_") or name == "state":  # state(): the internals, on purpose
+            continue
+        if isinstance(member, staticmethod):
+            member = member.__func__
+        if isinstance(member, property):
+            member = member.fget
+        hint = getattr(member, "__annotations__", {}).get("return")
+        if isinstance(hint, str):  # postponed annotations: evaluate the return type alone
+            hint = eval(hint, vars(sys.modules[member.__module__]))
+        collect(hint)
+    return found
+
+
+def test_every_class_a_public_method_returns_is_exported() -> None:
+    classes = returned_classes(FlashSale)
+    for cls in list(classes):
+        classes |= returned_classes(cls)  # one level down: Limit.hit, FencedLock...
+    exported = {getattr(flask_flashsale, name) for name in flask_flashsale.__all__}
+    missing = sorted(c.__name__ for c in classes if c not in exported)
+    assert missing == []
+
+
+def test_the_per_app_state_is_not_exported_but_stays_importable_from_its_module() -> None:
+    assert "FlashSaleState" not in flask_flashsale.__all__
+    from flask_flashsale.extension import FlashSaleState
+
+    assert isinstance(FlashSaleState, type)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in flask_flashsale.__all__:
+        assert getattr(flask_flashsale, name) is not None, name

@@ -212,14 +212,6 @@ class NotFound(FlashSaleError):
     title = "Not found"
 
 
-class MethodNotAllowed(FlashSaleError):
-    """The HTTP method is not supported on this resource."""
-
-    code = 405
-    error_code = "method_not_allowed"
-    title = "Method not allowed"
-
-
 class SoldOut(FlashSaleError):
     """Not enough stock is left for the requested quantity."""
 

@@ -288,7 +288,11 @@ class FlashSale:
 
     @staticmethod
     def state(app: Flask | None = None) -> FlashSaleState:
-        """The :class:`FlashSaleState` of ``app`` (default: ``current_app``)."""
+        """The :class:`~flask_flashsale.extension.FlashSaleState` of ``app`` (or ``current_app``).
+
+        The extension's internals for that app (clients, scripts, the inline
+        worker...): for tests and tools, not a stable API.
+        """
         target = app if app is not None else current_app
         try:
             state: FlashSaleState = target.extensions["flashsale"]
