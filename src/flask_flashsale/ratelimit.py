@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import redis
 from flask import current_app, has_request_context, request
@@ -27,6 +27,8 @@ from .scripts import register
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask, Response
+    from redis import Redis
+    from redis.cluster import RedisCluster
 
     from .extension import FlashSaleState
 
@@ -252,7 +254,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: Any,
+        client: Redis | RedisCluster,
         key_prefix: str,
         *,
         headers: bool = True,

@@ -43,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from flask import Flask
@@ -56,6 +56,10 @@ from .payments import EXPIRY_BATCH, Payments, expired_ticket, is_expiry
 
 if TYPE_CHECKING:
     from types import FrameType
+    from typing import TypeAlias
+
+    #: What :func:`signal.signal` takes and returns: a function, ``SIG_DFL``/``SIG_IGN``, None.
+    _SignalHandler: TypeAlias = Callable[[int, FrameType | None], object] | int | None
 
     from .extension import FlashSaleState, Hooks, OrderHandler
 
@@ -732,12 +736,12 @@ class Worker:
         if self._own_client:
             self.client.close()
 
-    def _install_signals(self) -> dict[int, Any]:
+    def _install_signals(self) -> dict[int, _SignalHandler]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return {}
         return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def _restore_signals(self, previous: dict[int, Any]) -> None:
+    def _restore_signals(self, previous: dict[int, _SignalHandler]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
