@@ -204,6 +204,7 @@ class FlashSale:
         self._limit_exempt_when: Callable[[], bool] | None = None
         self._reconcile_source: ReconcileSource | None = None
         self._dashboard_access: Callable[[], bool] | None = None
+        self._hooks: Hooks | None = None  # the snapshot, made again after a registration
         if app is not None:
             self.init_app(app)
 
@@ -236,6 +237,7 @@ class FlashSale:
         Without one, Flask-Login's ``current_user`` is used when installed.
         """
         self._identity_loader = fn
+        self._hooks = None
         return fn
 
     def order_handler(self, fn: F) -> F:
@@ -245,6 +247,7 @@ class FlashSale:
         ``order.id`` is stable, so a unique key on it makes the hook idempotent.
         """
         self._order_handler = fn
+        self._hooks = None
         return fn
 
     def dashboard_access(self, fn: F) -> F:
@@ -256,6 +259,7 @@ class FlashSale:
         See :doc:`/dashboard`.
         """
         self._dashboard_access = fn
+        self._hooks = None
         return fn
 
     def dashboard_allowed(self) -> bool:
@@ -272,19 +276,23 @@ class FlashSale:
         ``FLASHSALE_MAX_ATTEMPTS`` failures the call is dead-lettered.
         """
         self._expiry_handler = fn
+        self._hooks = None
         return fn
 
     @property
     def hooks(self) -> Hooks:
         """The functions registered so far (:class:`Hooks`): what the worker and limits call."""
-        return Hooks(
-            identity_loader=self._identity_loader,
-            order_handler=self._order_handler,
-            expiry_handler=self._expiry_handler,
-            limit_exempt_when=self._limit_exempt_when,
-            reconcile_source=self._reconcile_source,
-            dashboard_access=self._dashboard_access,
-        )
+        hooks = self._hooks
+        if hooks is None:
+            hooks = self._hooks = Hooks(
+                identity_loader=self._identity_loader,
+                order_handler=self._order_handler,
+                expiry_handler=self._expiry_handler,
+                limit_exempt_when=self._limit_exempt_when,
+                reconcile_source=self._reconcile_source,
+                dashboard_access=self._dashboard_access,
+            )
+        return hooks
 
     @staticmethod
     def state(app: Flask | None = None) -> FlashSaleState:
@@ -603,6 +611,7 @@ class FlashSale:
         (:data:`FLASHSALE_ORDER_RATE_PER_USER`) still apply.
         """
         self._limit_exempt_when = fn
+        self._hooks = None
         return fn
 
     # -- consistency ----------------------------------------------------------
@@ -643,6 +652,7 @@ class FlashSale:
         forgot (e.g. after it restarted from an older append-only file).
         """
         self._reconcile_source = fn
+        self._hooks = None
         return fn
 
     def reconcile(

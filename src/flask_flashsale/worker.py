@@ -43,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 from flask import Flask
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("flask_flashsale.worker")
+T = TypeVar("T")
 
 #: Idle sleep of a worker that cannot block on reads (``memory://``, Cluster).
 POLL_INTERVAL = 0.05
@@ -174,6 +175,7 @@ class Worker:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
         state = FlashSale.state(app)
         self._app = self._hold(app)
+        self._ext = self._hold(state.ext)  # its hooks, looked up at each order
         self._state_of = FlashSale.state
         #: Validated configuration of the app.
         self.settings = settings = state.settings
@@ -566,12 +568,15 @@ class Worker:
 
     # -- around the loop -------------------------------------------------------
 
-    def _hold(self, app: Flask) -> Callable[[], Flask | None]:
-        """How the worker holds its app: strongly (an embedded worker: weakly)."""
-        return lambda: app
+    def _hold(self, obj: T) -> Callable[[], T | None]:
+        """How the worker holds its app and extension: strongly (an embedded worker: weakly)."""
+        return lambda: obj
 
     def _hooks(self) -> Hooks:
-        return self.state.ext.hooks
+        ext = self._ext()
+        if ext is None:
+            raise _AppGone()
+        return ext.hooks
 
     def _handler(self) -> OrderHandler | None:
         return self._hooks().order_handler
@@ -774,8 +779,8 @@ class EmbeddedWorker(Worker):
         super().__init__(app, name=f"inline.{default_name()}", handle_signals=False)
         self._warned = False
 
-    def _hold(self, app: Flask) -> Callable[[], Flask | None]:
-        return weakref.ref(app)
+    def _hold(self, obj: T) -> Callable[[], T | None]:
+        return weakref.ref(obj)
 
     def _check_handler(self) -> None:
         return None  # a handler registered after init_app is used: see step()
