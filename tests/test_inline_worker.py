@@ -249,3 +249,36 @@ def test_a_batch_stopped_midway_is_handed_back_in_memory_mode() -> None:
     assert seen == [(t, 1) for t in tickets]  # each once, none counted as redelivered
     with app.app_context():
         assert {ext.get_ticket(t).status for t in tickets} == {"confirmed"}  # type: ignore[arg-type, union-attr]
+
+
+def test_an_inline_worker_leaves_the_registry_once_its_app_is_garbage_collected(
+    redis_url: str,
+) -> None:
+    config = {"SECRET_KEY": "test-secret", "FLASHSALE_REDIS_URL": redis_url}
+    app = Flask("collected")
+    app.config.update(config, FLASHSALE_INLINE_WORKER=True)
+    FlashSale(app).order_handler(lambda order: None)
+    inline = FlashSale.state(app).inline_worker
+    assert inline is not None
+    thread = inline.thread
+    watcher = Flask("watcher")
+    watcher.config.update(config)
+    ext = FlashSale(watcher)
+
+    def workers() -> list[str]:
+        with watcher.app_context():
+            return [w.name for w in ext.status().workers]
+
+    name = inline.worker.name
+    wait_until(lambda: workers() == [name])
+    app_ref = weakref.ref(app)
+    del app, inline
+
+    def collected() -> bool:
+        gc.collect()
+        return app_ref() is None
+
+    wait_until(collected, timeout=10, interval=0.05)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert workers() == []

@@ -36,8 +36,12 @@ from .errors import (
     TicketNotFound,
     UnsupportedMediaType,
 )
-from .extension import FlashSale, FlashSaleState
+from .extension import FlashSale, Hooks
+from .lock import FencedLock
 from .models import Admission, Order, Sale, Ticket
+from .ratelimit import Limit, Rate, RateLimitResult
+from .reconcile import SaleReconciliation
+from .registry import WorkerInfo
 from .signals import (
     breaker_state_changed,
     buyer_queued,
@@ -50,6 +54,7 @@ from .signals import (
     request_rate_limited,
     sale_sold_out,
 )
+from .status import SaleStatus, Status
 from .waiting import QueueStatus
 
 __version__ = "0.1.0"
@@ -61,13 +66,15 @@ __all__ = [
     "ConfigurationError",
     "CrossOrigin",
     "Ended",
+    "FencedLock",
     "FlashSale",
     "FlashSaleError",
-    "FlashSaleState",
+    "Hooks",
     "IdempotencyMismatch",
     "IdentityRequired",
     "InvalidRequest",
     "InvalidSaleId",
+    "Limit",
     "LimitReached",
     "LockLost",
     "LockNotAcquired",
@@ -83,13 +90,19 @@ __all__ = [
     "PaymentTooLate",
     "QueueNotOpen",
     "QueueStatus",
+    "Rate",
+    "RateLimitResult",
     "RateLimited",
     "Sale",
     "SaleNotFound",
+    "SaleReconciliation",
+    "SaleStatus",
     "SoldOut",
+    "Status",
     "Ticket",
     "TicketNotFound",
     "UnsupportedMediaType",
+    "WorkerInfo",
     "breaker_state_changed",
     "buyer_queued",
     "buyer_ready",

@@ -251,7 +251,7 @@ class Supervisor:
             )
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigurationError("--autoscale forks worker processes: not possible here")
-        if state.ext._order_handler is None:
+        if state.ext.hooks.order_handler is None:
             raise ConfigurationError(
                 "no order handler: decorate a function with @flashsale.order_handler"
             )

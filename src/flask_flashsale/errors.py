@@ -24,9 +24,12 @@ a ``500`` only if a host let one escape from a view.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -86,11 +89,15 @@ class FlashSaleError(HTTPException):
         """The message alone (``detail``), without werkzeug's HTTP status prefix."""
         return str(self.description)
 
-    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+    def get_body(
+        self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
+    ) -> str:
         """Render the problem document as JSON."""
         return json.dumps(self.problem(), separators=(",", ":"))
 
-    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+    def get_headers(
+        self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
         """Problem content type, plus ``Retry-After`` and any extra headers."""
         headers = [("Content-Type", PROBLEM_JSON)]
         if self.retry_after is not None:
@@ -210,14 +217,6 @@ class NotFound(FlashSaleError):
     code = 404
     error_code = "not_found"
     title = "Not found"
-
-
-class MethodNotAllowed(FlashSaleError):
-    """The HTTP method is not supported on this resource."""
-
-    code = 405
-    error_code = "method_not_allowed"
-    title = "Method not allowed"
 
 
 class SoldOut(FlashSaleError):

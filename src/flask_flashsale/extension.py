@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -37,6 +38,28 @@ IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
 ExpiryHandler = Callable[[Ticket], None]
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """The host's functions registered on a :class:`FlashSale` (``None``: not registered).
+
+    A read-only snapshot, from :attr:`FlashSale.hooks`; register with the
+    decorators of the same names.
+    """
+
+    #: :meth:`FlashSale.identity_loader`.
+    identity_loader: IdentityLoader | None
+    #: :meth:`FlashSale.order_handler`.
+    order_handler: OrderHandler | None
+    #: :meth:`FlashSale.expiry_handler`.
+    expiry_handler: ExpiryHandler | None
+    #: :meth:`FlashSale.limit_exempt_when`.
+    limit_exempt_when: Callable[[], bool] | None
+    #: :meth:`FlashSale.reconcile_source`.
+    reconcile_source: ReconcileSource | None
+    #: :meth:`FlashSale.dashboard_access`.
+    dashboard_access: Callable[[], bool] | None
 
 
 def ticket_secret(app: Flask, settings: config.Settings, backend: Backend) -> bytes:
@@ -171,6 +194,7 @@ class FlashSale:
         self._limit_exempt_when: Callable[[], bool] | None = None
         self._reconcile_source: ReconcileSource | None = None
         self._dashboard_access: Callable[[], bool] | None = None
+        self._hooks: Hooks | None = None  # the snapshot, made again after a registration
         if app is not None:
             self.init_app(app)
 
@@ -203,6 +227,7 @@ class FlashSale:
         Without one, Flask-Login's ``current_user`` is used when installed.
         """
         self._identity_loader = fn
+        self._hooks = None
         return fn
 
     def order_handler(self, fn: F) -> F:
@@ -212,6 +237,7 @@ class FlashSale:
         ``order.id`` is stable, so a unique key on it makes the hook idempotent.
         """
         self._order_handler = fn
+        self._hooks = None
         return fn
 
     def dashboard_access(self, fn: F) -> F:
@@ -223,6 +249,7 @@ class FlashSale:
         See :doc:`/dashboard`.
         """
         self._dashboard_access = fn
+        self._hooks = None
         return fn
 
     def dashboard_allowed(self) -> bool:
@@ -239,11 +266,31 @@ class FlashSale:
         ``FLASHSALE_MAX_ATTEMPTS`` failures the call is dead-lettered.
         """
         self._expiry_handler = fn
+        self._hooks = None
         return fn
+
+    @property
+    def hooks(self) -> Hooks:
+        """The functions registered so far (:class:`Hooks`): what the worker and limits call."""
+        hooks = self._hooks
+        if hooks is None:
+            hooks = self._hooks = Hooks(
+                identity_loader=self._identity_loader,
+                order_handler=self._order_handler,
+                expiry_handler=self._expiry_handler,
+                limit_exempt_when=self._limit_exempt_when,
+                reconcile_source=self._reconcile_source,
+                dashboard_access=self._dashboard_access,
+            )
+        return hooks
 
     @staticmethod
     def state(app: Flask | None = None) -> FlashSaleState:
-        """The :class:`FlashSaleState` of ``app`` (default: ``current_app``)."""
+        """The :class:`~flask_flashsale.extension.FlashSaleState` of ``app`` (or ``current_app``).
+
+        The extension's internals for that app (clients, scripts, the inline
+        worker...): for tests and tools, not a stable API.
+        """
         target = app if app is not None else current_app
         try:
             state: FlashSaleState = target.extensions["flashsale"]
@@ -554,6 +601,7 @@ class FlashSale:
         (:data:`FLASHSALE_ORDER_RATE_PER_USER`) still apply.
         """
         self._limit_exempt_when = fn
+        self._hooks = None
         return fn
 
     # -- consistency ----------------------------------------------------------
@@ -594,6 +642,7 @@ class FlashSale:
         forgot (e.g. after it restarted from an older append-only file).
         """
         self._reconcile_source = fn
+        self._hooks = None
         return fn
 
     def reconcile(

@@ -19,24 +19,38 @@ import random
 import time
 import uuid
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import LockError
 from redis.lock import Lock as RedisLock
 
 from .errors import LockLost, LockNotAcquired
 
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
+    from redis.commands.core import Script
+
 
 class _Lease(RedisLock):
     """redis-py's lock, with acquisition replaced by the fencing script."""
 
-    def __init__(self, client: Any, key: str, fence_key: str, script: Any, **kwargs: Any) -> None:
-        super().__init__(client, key, **kwargs)
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        key: str,
+        fence_key: str,
+        script: Script,
+        *,
+        timeout: float,
+        thread_local: bool,
+    ) -> None:
+        super().__init__(client, key, timeout=timeout, thread_local=thread_local)
         self.fence_key = fence_key
         self.acquire_script = script
         self.local.fence = None
 
-    def do_acquire(self, token: Any) -> bool:
+    def do_acquire(self, token: str | bytes) -> bool:
         """One attempt: take the lock and record its fencing token (0 when taken)."""
         lease_ms = max(1, int(float(self.timeout or 0) * 1000))
         fence = int(
@@ -70,11 +84,11 @@ class FencedLock:
 
     def __init__(
         self,
-        client: Any,
+        client: Redis | RedisCluster,
         key: str,
         fence_key: str,
         *,
-        script: Any,
+        script: Script,
         timeout: float,
         blocking_timeout: float | None = None,
         sleep: float = 0.05,

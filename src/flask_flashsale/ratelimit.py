@@ -16,17 +16,19 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import redis
 from flask import current_app, has_request_context, request
 
 from . import signals
-from .errors import BackendUnavailable, ConfigurationError, NotInitializedError, RateLimited
+from .errors import BackendUnavailable, ConfigurationError, RateLimited
 from .scripts import register
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask, Response
+    from redis import Redis
+    from redis.cluster import RedisCluster
 
     from .extension import FlashSaleState
 
@@ -126,14 +128,10 @@ def parse_rate(text: str | Rate, *, burst: int | None = None, setting: str | Non
 
 
 def _state() -> FlashSaleState:
-    try:
-        state: FlashSaleState = current_app.extensions["flashsale"]
-    except KeyError:
-        raise NotInitializedError(
-            "FlashSale is not initialised for this app: call FlashSale(app) or "
-            "flashsale.init_app(app) first"
-        ) from None
-    return state
+    """The current app's state (:meth:`FlashSale.state`; imported late: it imports us)."""
+    from .extension import FlashSale
+
+    return FlashSale.state()
 
 
 def by_user() -> str | None:
@@ -256,7 +254,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: Any,
+        client: Redis | RedisCluster,
         key_prefix: str,
         *,
         headers: bool = True,
@@ -475,7 +473,7 @@ def enforce(limits: Sequence[Limit]) -> RateLimitResult | None:
     :class:`~flask_flashsale.BackendUnavailable` (503): limits fail closed.
     """
     state = _state()
-    exempt = state.ext._limit_exempt_when
+    exempt = state.ext.hooks.limit_exempt_when
     if exempt is not None and exempt():
         return None
     limiter = state.limiter

@@ -8,6 +8,9 @@ One loop per consumer (``flask flashsale worker``, :meth:`FlashSale.run_worker`)
         burst: exit once every sale's queue is empty
     finally: teardown (leave the groups, unregister)
 
+The inline worker of the web process (:class:`InlineWorker`) runs the same
+loop in a thread: an :class:`EmbeddedWorker` overrides a few of its steps.
+
 Delivery is at least once: an order stays pending in Redis until one script
 settles it (confirm, or compensate). A worker's heartbeat renews its hold on
 the orders in its hands; orders left by a worker that stopped beating are
@@ -40,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 from flask import Flask
@@ -53,9 +56,16 @@ from .payments import EXPIRY_BATCH, Payments, expired_ticket, is_expiry
 
 if TYPE_CHECKING:
     from types import FrameType
+    from typing import TypeAlias
+
+    #: What :func:`signal.signal` takes and returns: a function, ``SIG_DFL``/``SIG_IGN``, None.
+    _SignalHandler: TypeAlias = Callable[[int, FrameType | None], object] | int | None
+
+    from .extension import FlashSaleState, Hooks, OrderHandler
 
 
 log = logging.getLogger("flask_flashsale.worker")
+T = TypeVar("T")
 
 #: Idle sleep of a worker that cannot block on reads (``memory://``, Cluster).
 POLL_INTERVAL = 0.05
@@ -74,6 +84,10 @@ CONFIRM_AFTER = 0.05
 PROGRESS_INTERVAL = 10.0
 #: Worker names: they end up in key names and in the consumer group.
 WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
+
+
+class _AppGone(Exception):
+    """The app of a worker that holds it weakly (:class:`EmbeddedWorker`) was collected."""
 
 
 def default_name() -> str:
@@ -140,6 +154,10 @@ class Worker:
     empty queue; :meth:`step` is one turn of the loop, for embedding.
     """
 
+    #: Whether :meth:`run` renews the leases from a heartbeat thread of its
+    #: own; if not, the loop renews them between turns and between orders.
+    heartbeat_thread = True
+
     def __init__(
         self,
         app: Flask,
@@ -156,9 +174,13 @@ class Worker:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
         state = FlashSale.state(app)
-        self.app = app
-        self.state = state
-        settings = state.settings
+        self._app = self._hold(app)
+        self._ext = self._hold(state.ext)  # its hooks, looked up at each order
+        self._state_of = FlashSale.state
+        #: Validated configuration of the app.
+        self.settings = settings = state.settings
+        #: The app's key builder.
+        self.keys = state.keys
         #: Worker name (consumer names are derived from it).
         self.name = name or default_name()
         self.burst = burst
@@ -177,6 +199,7 @@ class Worker:
         #: Seconds between heartbeats (lease renewal + registry).
         self.heartbeat = max(0.05, min(5.0, settings.claim_idle / 3))
         self.client = state.client if self.polling else backend.blocking_client(self.tick)
+        self._own_client = self.client is not state.client
         self.queue = OrderQueue(
             self.client,
             state.keys,
@@ -223,24 +246,24 @@ class Worker:
         Raises :class:`~flask_flashsale.ConfigurationError` when no
         ``order_handler`` is registered.
         """
-        if self._handler() is None:
-            raise ConfigurationError(
-                "no order handler: decorate a function with @flashsale.order_handler"
-            )
+        self._check_handler()
         previous = self._install_signals()
         finished = threading.Event()
-        heart = threading.Thread(
-            target=self._heartbeat_loop, args=(finished,), name=f"{self.name}-heartbeat"
-        )
-        heart.daemon = True
+        heart = None
+        if self.heartbeat_thread:
+            heart = threading.Thread(
+                target=self._heartbeat_loop, args=(finished,), name=f"{self.name}-heartbeat"
+            )
+            heart.daemon = True
         log.info("worker %s started (%d consumer(s))", self.name, len(self._consumers))
         try:
             try:
                 self._beat()
             except redis.RedisError as exc:  # the loop waits for Redis to come back
                 log.warning("worker %s: Redis unavailable at start: %s", self.name, exc)
-            heart.start()
-            self._beating = True
+            if heart is not None:
+                heart.start()
+                self._beating = True
             if len(self._consumers) == 1:
                 self._work(self._consumers[0])
             else:
@@ -249,7 +272,7 @@ class Worker:
             self._stopping.set()
             finished.set()
             self._beating = False
-            if heart.is_alive():
+            if heart is not None and heart.is_alive():
                 heart.join(5)
             self._teardown()
             self._restore_signals(previous)
@@ -261,6 +284,19 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop to stop once the order in hand is settled (thread-safe)."""
         self._stopping.set()
+
+    @property
+    def app(self) -> Flask:
+        """The app whose orders this worker handles."""
+        app = self._app()
+        if app is None:
+            raise _AppGone()
+        return app
+
+    @property
+    def state(self) -> FlashSaleState:
+        """The app's extension state (:meth:`FlashSale.state <flask_flashsale.FlashSale.state>`)."""
+        return self._state_of(self.app)
 
     @property
     def processed(self) -> int:
@@ -313,7 +349,7 @@ class Worker:
                 if confirms.due():
                     self._settle(c, confirms)
                 if not self._beating and time.monotonic() >= self._next_beat:
-                    self._beat()  # no heartbeat thread (inline, step()): renew the leases here
+                    self._beat()  # no heartbeat thread (embedded, step()): renew the leases here
             self._settle(c, confirms)
             return expired + done
         finally:
@@ -347,7 +383,7 @@ class Worker:
             c.in_hand.clear()
 
     def _handle_claimed(self, c: _Consumer, d: Delivery) -> None:
-        limit = self.state.settings.max_attempts
+        limit = self.settings.max_attempts
         if d.deaths >= limit:
             # Its worker died with it in hand that many times: give it up
             # without calling the hook again.
@@ -365,17 +401,20 @@ class Worker:
     def _work(self, c: _Consumer) -> None:
         failures = 0
         index = self._consumers.index(c)
-        while not self._stopping.is_set():
+        # (An embedded worker also stops once its app is garbage-collected.)
+        while not self._stopping.is_set() and self._app() is not None:
             try:
+                if not self._beating and time.monotonic() >= self._next_beat:
+                    self._beat()  # no heartbeat thread: renew the leases between turns
                 handled = self.step(index)
                 if not handled and self.burst and self._drained():
                     return
                 failures = 0
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except _AppGone:
+                return
+            except Exception as exc:
                 failures += 1
-                delay = min(0.1 * 2**failures, 5.0)
-                log.warning("worker %s: Redis unavailable (%s); retry in %.1fs", c.name, exc, delay)
-                self._stopping.wait(delay)
+                self._stopping.wait(self._retry_delay(c, exc, failures))
                 continue
             if not handled and (self.polling or self.burst):
                 self._stopping.wait(POLL_INTERVAL)
@@ -398,6 +437,18 @@ class Worker:
             for t in threads:
                 t.join(0.2)  # short joins: the main thread must keep handling signals
 
+    def _retry_delay(self, c: _Consumer, exc: Exception, failures: int) -> float:
+        """Seconds to wait after a turn failed ``failures`` times in a row.
+
+        Only an unavailable Redis is waited out (backing off); anything else
+        is raised, and stops the worker.
+        """
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise exc
+        delay = min(0.1 * 2.0**failures, 5.0)
+        log.warning("worker %s: Redis unavailable (%s); retry in %.1fs", c.name, exc, delay)
+        return delay
+
     # -- one order -------------------------------------------------------------
 
     def _handle(
@@ -414,7 +465,7 @@ class Worker:
         ``started``: a death mark was recorded for this attempt
         (:meth:`OrderQueue.start`); a failure takes it back.
         """
-        settings = self.state.settings
+        settings = self.settings
         expiry = is_expiry(d.fields)  # the expiry hook's call of an expired hold
         with self.app.app_context():
             order = d.order()
@@ -423,7 +474,7 @@ class Worker:
             else:
                 try:
                     if expiry:
-                        expiry_handler = self.state.ext._expiry_handler
+                        expiry_handler = self._hooks().expiry_handler
                         if expiry_handler is not None:
                             expiry_handler(expired_ticket(d.sale_id, d.fields))
                     else:
@@ -503,7 +554,7 @@ class Worker:
         Capped at ``FLASHSALE_CLAIM_IDLE``, after which any worker's claim would
         take the order anyway.
         """
-        s = self.state.settings
+        s = self.settings
         return float(min(s.retry_backoff * 2 ** (attempt - 1), s.claim_idle))
 
     def _release(self, c: _Consumer, rest: list[Delivery]) -> None:
@@ -517,8 +568,25 @@ class Worker:
 
     # -- around the loop -------------------------------------------------------
 
-    def _handler(self) -> Callable[[Any], None] | None:
-        return self.state.ext._order_handler
+    def _hold(self, obj: T) -> Callable[[], T | None]:
+        """How the worker holds its app and extension: strongly (an embedded worker: weakly)."""
+        return lambda: obj
+
+    def _hooks(self) -> Hooks:
+        ext = self._ext()
+        if ext is None:
+            raise _AppGone()
+        return ext.hooks
+
+    def _handler(self) -> OrderHandler | None:
+        return self._hooks().order_handler
+
+    def _check_handler(self) -> None:
+        """Refuse to start without an order handler."""
+        if self._handler() is None:
+            raise ConfigurationError(
+                "no order handler: decorate a function with @flashsale.order_handler"
+            )
 
     def _count(self, outcome: str) -> None:
         if outcome in self.counts:
@@ -554,7 +622,7 @@ class Worker:
         if now >= self._next_prune:
             prune = int(PRUNE_AFTER * 1000)
             self._next_prune = now + PRUNE_AFTER / 10
-        idle = int(self.state.settings.claim_idle * 1000)
+        idle = int(self.settings.claim_idle * 1000)
         batch: list[Delivery] = []
         full = False
         for sale_id in sales:
@@ -587,7 +655,7 @@ class Worker:
         if (not force and now < self._next_expiry) or not self._expiring.acquire(blocking=False):
             return 0
         try:
-            notify = self.state.ext._expiry_handler is not None
+            notify = self._hooks().expiry_handler is not None
             expired, full = self.payments.expire_due(sales, count=EXPIRY_BATCH, notify=notify)
             self._next_expiry = now if full else now + self.tick
         finally:
@@ -659,7 +727,7 @@ class Worker:
             "processed": self.processed,
             **{k: v for k, v in self.counts.items() if k in ("confirmed", "failed")},
         }
-        registry.beat(self.client, self.state.keys, self.name, fields, ttl=3 * self.heartbeat + 1)
+        registry.beat(self.client, self.keys, self.name, fields, ttl=3 * self.heartbeat + 1)
         self._next_beat = time.monotonic() + self.heartbeat
 
     def _teardown(self) -> None:
@@ -667,18 +735,18 @@ class Worker:
             for c in self._consumers:
                 for sale_id in self._sales:
                     self.queue.leave(c.name, sale_id)
-            registry.unregister(self.client, self.state.keys, self.name)
+            registry.unregister(self.client, self.keys, self.name)
         except redis.RedisError as exc:
             log.warning("worker %s: teardown incomplete: %s", self.name, exc)
-        if self.client is not self.state.client:
+        if self._own_client:
             self.client.close()
 
-    def _install_signals(self) -> dict[int, Any]:
+    def _install_signals(self) -> dict[int, _SignalHandler]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return {}
         return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def _restore_signals(self, previous: dict[int, Any]) -> None:
+    def _restore_signals(self, previous: dict[int, _SignalHandler]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -694,26 +762,61 @@ class Worker:
             raise SystemExit(1)  # the order in hand stays pending: another worker claims it
 
 
+class EmbeddedWorker(Worker):
+    """The :class:`Worker` an :class:`InlineWorker` thread runs: the same :meth:`run`.
+
+    One consumer, no signal handlers, and four steps of its own, for a thread
+    of the web process: it holds its app only weakly and stops once the app is
+    garbage-collected; it renews its leases between turns rather than from a
+    heartbeat thread; without an order handler it waits for one (warning
+    once) rather than refusing to start; and a turn that fails for any reason
+    is logged and tried again a second later, rather than stopping the loop.
+    """
+
+    heartbeat_thread = False
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app, name=f"inline.{default_name()}", handle_signals=False)
+        self._warned = False
+
+    def _hold(self, obj: T) -> Callable[[], T | None]:
+        return weakref.ref(obj)
+
+    def _check_handler(self) -> None:
+        return None  # a handler registered after init_app is used: see step()
+
+    def step(self, consumer: int = 0) -> int:
+        """One turn of the loop (:meth:`Worker.step`), or one tick's wait without a handler."""
+        if self._handler() is None:
+            if not self._warned:
+                log.warning("inline worker: no @order_handler registered; orders stay queued")
+                self._warned = True
+            self._stopping.wait(self.tick)
+            return 0
+        return super().step(consumer)
+
+    def _retry_delay(self, c: _Consumer, exc: Exception, failures: int) -> float:
+        log.error("inline worker: turn failed; retrying in 1s", exc_info=exc)
+        return 1.0
+
+
 class InlineWorker:
     """A worker thread inside the web process (``FLASHSALE_INLINE_WORKER``).
 
     The default for ``memory://``, so an app runs end to end in one process.
-    The thread is a daemon and holds its :class:`Worker` only weakly: it stops
-    on :meth:`stop`, or by itself once the app is garbage-collected, so apps
-    made and dropped by a test suite leave no thread behind. Hooks should
-    finish well within ``FLASHSALE_CLAIM_IDLE`` (no lease renewal runs while
-    the thread is in a hook).
+    The thread is a daemon running an :class:`EmbeddedWorker`, which holds the
+    app only weakly: it stops on :meth:`stop`, or by itself once the app is
+    garbage-collected, so apps made and dropped by a test suite leave no
+    thread behind. Hooks should finish well within ``FLASHSALE_CLAIM_IDLE``
+    (no lease renewal runs while the thread is in a hook).
     """
 
     def __init__(self, app: Flask) -> None:
         #: The worker the thread runs (one consumer, no signal handlers).
-        self.worker = Worker(app, name=f"inline.{default_name()}", handle_signals=False)
+        self.worker = EmbeddedWorker(app)
         #: The daemon thread.
         self.thread = threading.Thread(
-            target=_inline_loop,
-            args=(weakref.ref(self.worker), self.worker._stopping),
-            name=f"flashsale-inline-{app.name}",
-            daemon=True,
+            target=self.worker.run, name=f"flashsale-inline-{app.name}", daemon=True
         )
         self.thread.start()
 
@@ -722,32 +825,3 @@ class InlineWorker:
         self.worker.stop()
         self.thread.join(timeout)
         return not self.thread.is_alive()
-
-
-def _inline_loop(ref: weakref.ref[Worker], stopping: threading.Event) -> None:
-    warned = False
-    while not stopping.is_set():
-        worker = ref()
-        if worker is None:
-            return  # the app is gone
-        # A polling worker sleeps between empty turns; a blocking one has waited in its read.
-        pause = POLL_INTERVAL if worker.polling else 0.0
-        try:
-            if time.monotonic() >= worker._next_beat:
-                worker._beat()
-            if worker._handler() is None:
-                if not warned:
-                    log.warning("inline worker: no @order_handler registered; orders stay queued")
-                    warned = True
-                handled, pause = 0, worker.tick
-            else:
-                handled = worker.step()
-        except Exception:
-            log.exception("inline worker: turn failed; retrying in 1s")
-            handled, pause = 0, 1.0
-        del worker  # hold the app only while working
-        if not handled and pause:
-            stopping.wait(pause)
-    worker = ref()
-    if worker is not None:
-        worker._teardown()
