@@ -23,7 +23,7 @@ from flask_flashsale.connection import ClusterBackend
 
 from .buyers import crowd
 from .cluster import LocalCluster
-from .conftest import build_app, wait_for
+from .helpers import build_app, wait_for
 from .test_oversell import ATTEMPTS, PATIENT, check_books
 
 

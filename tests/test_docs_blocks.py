@@ -33,9 +33,8 @@ from flask_flashsale.cli import EXIT_CODES, flashsale_cli
 from flask_flashsale.config import DEFAULTS
 from flask_flashsale.ratelimit import Limit, parse_rate
 
-from .conftest import MakeApp
+from .helpers import ROOT, MakeApp
 
-ROOT = Path(__file__).resolve().parent.parent
 DIRECTIVE = re.compile(r"^(\s*)\.\. code-block:: *(\S+)\s*$")
 
 

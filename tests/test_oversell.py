@@ -19,14 +19,13 @@ import pytest
 import redis as redis_lib
 
 from .buyers import crowd
-from .conftest import build_app
+from .helpers import STRATEGIES, build_app
 
 STOCK = 100
 USERS = [f"user{i}" for i in range(1000)]
 # Every user tries twice; the second try is rotated by one so that, split
 # i::4 across processes, a user's two tries land in different processes.
 ATTEMPTS = USERS + USERS[1:] + USERS[:1]
-STRATEGIES = ["lua", "optimistic", "lock"]
 # Generous settings: every attempt must get an answer, none may be "busy".
 PATIENT = {"FLASHSALE_OPTIMISTIC_RETRIES": 200, "FLASHSALE_LOCK_WAIT": 30.0}
 

@@ -24,7 +24,7 @@ from flask_flashsale.breaker import GuardedRedis
 from flask_flashsale.connection import SentinelBackend
 
 from .cluster import LocalSentinel
-from .conftest import build_app
+from .helpers import build_app
 
 
 @pytest.fixture
