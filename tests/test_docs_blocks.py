@@ -362,6 +362,15 @@ def check_status_sample(make_app: MakeApp) -> None:
     check_cli("docs/worker.rst", "flashsale status")(make_app)
 
 
+def check_one_test_command(make_app: MakeApp) -> None:
+    """docs/architecture.rst runs one test by its id: the file and the test exist."""
+    block = the_block("docs/architecture.rst", "tests/test_http.py::")
+    ids = re.findall(r"(tests/\w+\.py)::(\w+)", block.code)
+    assert ids
+    for file, name in ids:
+        assert f"\ndef {name}(" in (ROOT / file).read_text(), f"{file}::{name}"
+
+
 def check_problem_sample(make_app: MakeApp) -> None:
     """docs/problems.rst shows the document a sold-out order gets."""
     sample = json.loads(the_block("docs/problems.rst", '"code": "sold_out"').code)
@@ -471,6 +480,8 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/fairness.rst", '"sneaker-drop", stock=500', "run", run_fair_sale),
     ("docs/fairness.rst", "POST <prefix>/tee/queue", "other", "a sequence diagram"),
     ("docs/fairness.rst", "flashsale.join_queue(", "run", run_join_queue),
+    ("docs/architecture.rst", "EVALSHA admission.lua", "other", "a diagram of an order's path"),
+    ("docs/architecture.rst", "tests/test_http.py::", "other", check_one_test_command),
 ]
 
 
