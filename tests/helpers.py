@@ -1,4 +1,5 @@
-"""Helpers the tests share: the host-app builder, HTTP and Redis shorthands, a poller.
+"""Helpers the tests share: the host-app builder, HTTP and Redis shorthands, a poller,
+the command counter, and the oversell scenario.
 
 Fixtures live in ``tests/conftest.py``; everything a test module imports by name
 lives here (``from .helpers import build_app, problem, PREFIX``).
@@ -7,7 +8,6 @@ lives here (``from .helpers import build_app, problem, PREFIX``).
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +22,8 @@ from redis.cluster import RedisCluster
 from flask_flashsale import FlashSale, Ticket
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.connection import ClusterBackend
+
+from .redis_server import free_port
 
 #: The repository root (for the docs, examples, scripts and benchmarks).
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,9 +102,7 @@ def redis_ms(client: redis_lib.Redis) -> int:
 
 def closed_port() -> int:
     """A port on 127.0.0.1 nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def buy(ext: FlashSale, user: str) -> str:
