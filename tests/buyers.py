@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .conftest import build_app
+from .helpers import build_app
 
 
 def crowd(

@@ -1,41 +1,25 @@
-"""Shared fixtures: a real throwaway redis-server, and a host-app factory."""
+"""Shared fixtures: a real throwaway redis-server, and a host-app factory.
+
+The helpers tests import by name (``build_app``, ``problem``, ``PREFIX``...) are in
+``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis as redis_lib
-from flask import Flask, request
+from flask import Flask
 
 from flask_flashsale import FlashSale
 
+from .helpers import CommandCounter, build_app, built_apps
 from .redis_server import RedisServer, require_redis_binary
 
 #: The local Redis Cluster and Sentinel fixtures (started only by tests that use them).
 pytest_plugins = ["tests.cluster"]
-
-_counter = itertools.count()
-
-#: ``make_app(**config) -> (app, flashsale)``, the type of the factory fixture.
-MakeApp = Callable[..., tuple[Flask, FlashSale]]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Poll ``predicate`` until true; return the seconds it took (fail after ``timeout``)."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - start
-
-
-#: Apps built by build_app in this process, so their event subscribers can be stopped.
-_built: list[Flask] = []
 
 
 @pytest.fixture(scope="session")
@@ -67,26 +51,6 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-def build_app(redis_url: str, **config: Any) -> tuple[Flask, FlashSale]:
-    """A host app as a user would write it: the buyer comes from ``X-User``."""
-    app = Flask(f"host{next(_counter)}")
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="test-secret",
-        FLASHSALE_REDIS_URL=redis_url,
-        FLASHSALE_INLINE_WORKER=False,
-        **config,
-    )
-    flashsale = FlashSale(app)
-    _built.append(app)
-
-    @flashsale.identity_loader
-    def current_buyer() -> str | None:
-        return request.headers.get("X-User")
-
-    return app, flashsale
 
 
 @pytest.fixture
@@ -127,50 +91,6 @@ def client(app: Flask) -> Any:
     return app.test_client()
 
 
-# The cache's events subscriber starts lazily, on its own connection, in a
-# background thread; its SUBSCRIBE can land inside a counted window but is no
-# round trip of the call being counted.
-BACKGROUND_COMMANDS = {"SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE"}
-
-
-class CommandCounter:
-    """Counts the commands clients send to Redis, using ``MONITOR``.
-
-    ``INFO commandstats`` also counts what scripts run inside Redis, so it
-    cannot show round trips; MONITOR tags those with ``client_type == "lua"``
-    and we skip them.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def count(self, fn: Callable[[], Any]) -> list[str]:
-        """Run ``fn`` and return the commands clients sent meanwhile."""
-        watcher = redis_lib.Redis.from_url(self.url, decode_responses=True)
-        marker_client = redis_lib.Redis.from_url(self.url, decode_responses=True)
-        marker_client.ping()
-        monitor = watcher.monitor()
-        monitor.__enter__()
-        try:
-            fn()
-            marker_client.echo("flashsale-test-marker")
-            seen: list[str] = []
-            while True:
-                entry = monitor.next_command()
-                command = entry["command"]
-                if "flashsale-test-marker" in command:
-                    return seen
-                if entry.get("client_type") == "lua":
-                    continue  # run by a script inside Redis, not sent by a client
-                if command.split(" ", 1)[0].upper() in BACKGROUND_COMMANDS:
-                    continue
-                seen.append(command)
-        finally:
-            monitor.__exit__()
-            watcher.close()
-            marker_client.close()
-
-
 @pytest.fixture
 def command_counter(redis_url: str) -> CommandCounter:
     """Counts client commands sent to the test Redis while a callable runs."""
@@ -181,8 +101,8 @@ def command_counter(redis_url: str) -> CommandCounter:
 def _stop_event_subscribers() -> Iterator[None]:
     """Stop the cache's pub/sub thread of every app a test built (without waiting)."""
     yield
-    while _built:
-        _built.pop().extensions["flashsale"].cache.stop(timeout=0)
+    while built_apps:
+        built_apps.pop().extensions["flashsale"].cache.stop(timeout=0)
 
 
 @pytest.fixture

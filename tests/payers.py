@@ -12,7 +12,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, PaymentRefused, PaymentTooLate
 
-from .conftest import build_app
+from .helpers import build_app, redis_ms
 
 #: The app of this payer process, built once by :func:`init` (a pool initializer).
 _APP: list[tuple[Flask, FlashSale]] = []
@@ -21,12 +21,6 @@ _APP: list[tuple[Flask, FlashSale]] = []
 def init(redis_url: str) -> None:
     """Build this process's app once, before any work is handed to it."""
     _APP.append(build_app(redis_url))
-
-
-def redis_ms(client: redis_lib.Redis) -> int:
-    """Redis ``TIME`` in ms."""
-    seconds, micros = client.time()
-    return int(seconds * 1000 + micros // 1000)
 
 
 def pay_all(

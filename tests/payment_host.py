@@ -20,7 +20,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, Order, Ticket
 
-from .worker_host import ROOT
+from .helpers import ROOT
 
 FLASK = [sys.executable, "-m", "flask", "--app", "tests.payment_host:create_app"]
 

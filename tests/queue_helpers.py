@@ -8,19 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import redis as redis_lib
-
 from flask_flashsale import FlashSale, QueueStatus
 
-from .conftest import build_app
-
-PREFIX = "/api/flash-sales"
-
-
-def redis_now(client: redis_lib.Redis) -> float:
-    """Redis time in Unix seconds."""
-    seconds, micros = client.time()
-    return seconds + micros / 1e6
+from .helpers import build_app
 
 
 def ready_ms(status: QueueStatus, pass_ttl: float) -> int:

@@ -26,7 +26,7 @@ from collections import Counter
 from typing import Any
 
 from .cluster import LocalSentinel
-from .conftest import build_app
+from .helpers import build_app
 
 
 def run(group: LocalSentinel, *, seconds_after: float = 2.0, **config: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 
 
 def test_create_defines_a_sale_and_prints_it(make_app: MakeApp) -> None:

@@ -11,10 +11,7 @@ import redis as redis_lib
 
 from flask_flashsale import FlashSale, InvalidRequest
 
-
-def redis_now(client: redis_lib.Redis) -> float:
-    seconds, micros = client.time()
-    return seconds + micros / 1e6
+from .helpers import redis_now
 
 
 def test_admitted_order_is_queued_with_a_ticket_and_takes_stock(flashsale: FlashSale) -> None:

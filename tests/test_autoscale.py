@@ -33,13 +33,12 @@ from flask import Flask
 
 from flask_flashsale import ConfigurationError, FlashSale
 from flask_flashsale.autoscale import Backoff, Decision, Policy, Sample, Scaler
-from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.keys import Keys
 from flask_flashsale.registry import SupervisorInfo, live_supervisors, live_workers
 from flask_flashsale.worker import SIGNAL_REPEAT_WINDOW
 
-from .conftest import MakeApp, build_app
-from .worker_host import ROOT, WorkerProcess, create_app, init_db, rows, wait_until
+from .helpers import ROOT, MakeApp, build_app, invoke
+from .worker_host import WorkerProcess, create_app, init_db, rows, wait_until
 
 KEYS = Keys("flashsale")
 STREAM = "flashsale:{drop}:orders"
@@ -125,11 +124,6 @@ def test_autoscale_settings_are_validated_at_init(redis_url: str) -> None:
         build_app(redis_url, FLASHSALE_AUTOSCALE_LAG="many")
     with pytest.raises(ConfigurationError, match="FLASHSALE_AUTOSCALE_RESTART_BACKOFF"):
         build_app(redis_url, FLASHSALE_AUTOSCALE_RESTART_BACKOFF=0)
-
-
-def invoke(app: Flask, *args: str) -> tuple[int, str]:
-    result = app.test_cli_runner().invoke(flashsale_cli, list(args))
-    return result.exit_code, result.output
 
 
 def test_autoscale_is_refused_under_memory_with_a_one_line_error() -> None:

@@ -13,7 +13,8 @@ from flask_flashsale.connection import (
     SentinelBackend,
     backend_class,
 )
-from tests.conftest import MakeApp, build_app
+
+from .helpers import MakeApp, build_app
 
 
 @pytest.mark.parametrize(

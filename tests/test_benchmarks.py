@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import ROOT
 from .redis_server import require_redis_binary
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")

@@ -21,10 +21,9 @@ from flask_flashsale.breaker import (
     GuardedRedis,
 )
 
-from .conftest import MakeApp, build_app
+from .helpers import PREFIX, MakeApp, build_app
 from .redis_server import free_port
 
-PREFIX = "/api/flash-sales"
 DOWN = redis_lib.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
 
 

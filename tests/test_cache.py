@@ -14,10 +14,8 @@ from flask_flashsale import FlashSale
 from flask_flashsale.breaker import GuardedPipeline, GuardedRedis
 from flask_flashsale.cache import SaleCache
 
-from .conftest import CommandCounter, MakeApp, build_app, wait_for
+from .helpers import PREFIX, CommandCounter, MakeApp, build_app, wait_for
 from .redis_server import RedisServer
-
-PREFIX = "/api/flash-sales"
 
 
 def subscribed(app: Flask) -> None:

@@ -11,7 +11,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, Order, TicketNotFound, order_cancelled, order_confirmed
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 from .worker_host import FAST
 
 

@@ -20,9 +20,9 @@ import pytest
 
 from benchmarks.chaos_check import Calls, State, TicketState, Verdict, check
 
+from .helpers import ROOT
 from .redis_server import require_redis_binary
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTLED = "each ticket settled once"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,16 +27,7 @@ from flask_flashsale import FlashSale
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.registry import live_workers
 
-from .conftest import MakeApp, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .helpers import ROOT, MakeApp, closed_port, wait_for
 
 
 def one_line_error(result: Result, exit_code: int) -> str:

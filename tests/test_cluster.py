@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
 
 from flask_flashsale import FlashSale
 from flask_flashsale.breaker import CircuitOpen, GuardedCluster
@@ -23,8 +22,7 @@ from flask_flashsale.connection import ClusterBackend
 
 from .buyers import crowd
 from .cluster import LocalCluster
-from .conftest import build_app, wait_for
-from .test_oversell import ATTEMPTS, PATIENT, check_books
+from .helpers import ATTEMPTS, PATIENT, build_app, check_books, cluster_client, wait_for
 
 
 def spread_sales(cluster: LocalCluster, count: int = 3) -> list[str]:
@@ -38,12 +36,6 @@ def spread_sales(cluster: LocalCluster, count: int = 3) -> list[str]:
             by_master.setdefault(port, []).append(sale)
         i += 1
     return [s for group in zip(*by_master.values(), strict=False) for s in group][:count]
-
-
-def cluster_client(url: str) -> Any:
-    nodes = ClusterBackend(url).nodes
-    host, port = nodes[0]
-    return RedisCluster(host=host, port=port, decode_responses=True)
 
 
 def test_the_app_talks_to_the_cluster_through_a_guarded_cluster_client(

@@ -21,8 +21,7 @@ from collections import Counter
 import pytest
 
 from .cluster import LocalCluster
-from .conftest import build_app
-from .test_cluster import cluster_client
+from .helpers import build_app, cluster_client
 
 STOCK = 400
 THREADS = 8

@@ -17,8 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_flashsale import ConfigurationError, FlashSale
 
-from .conftest import CommandCounter, MakeApp
-from .test_http import ALICE, PREFIX, problem
+from .helpers import ALICE, PREFIX, CommandCounter, MakeApp, problem
 
 ORDER = f"{PREFIX}/tee/order"
 

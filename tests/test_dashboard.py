@@ -16,7 +16,7 @@ from flask_flashsale import FlashSale, Order
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.errors import ConfigurationError
 
-from .conftest import MakeApp
+from .helpers import MakeApp, problem
 from .worker_host import FAST
 
 PATH = "/ops/flashsale"
@@ -35,14 +35,6 @@ def dashboard_app(
             return request.headers.get("X-User") == "olga"
 
     return app, ext
-
-
-def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    doc: dict[str, Any] = response.get_json()
-    assert doc["code"] == code
-    return doc
 
 
 def test_the_dashboard_is_off_by_default(make_app: MakeApp) -> None:

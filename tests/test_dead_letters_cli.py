@@ -17,7 +17,7 @@ from flask import Flask
 from flask_flashsale import FlashSale, Order
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 from .worker_host import FAST
 
 DEAD = {"tee": 130, "cap": 7}

@@ -33,9 +33,8 @@ from flask_flashsale.cli import EXIT_CODES, flashsale_cli
 from flask_flashsale.config import DEFAULTS
 from flask_flashsale.ratelimit import Limit, parse_rate
 
-from .conftest import MakeApp
+from .helpers import ROOT, MakeApp
 
-ROOT = Path(__file__).resolve().parent.parent
 DIRECTIVE = re.compile(r"^(\s*)\.\. code-block:: *(\S+)\s*$")
 
 
@@ -363,6 +362,15 @@ def check_status_sample(make_app: MakeApp) -> None:
     check_cli("docs/worker.rst", "flashsale status")(make_app)
 
 
+def check_one_test_command(make_app: MakeApp) -> None:
+    """docs/architecture.rst runs one test by its id: the file and the test exist."""
+    block = the_block("docs/architecture.rst", "tests/test_http.py::")
+    ids = re.findall(r"(tests/\w+\.py)::(\w+)", block.code)
+    assert ids
+    for file, name in ids:
+        assert f"\ndef {name}(" in (ROOT / file).read_text(), f"{file}::{name}"
+
+
 def check_problem_sample(make_app: MakeApp) -> None:
     """docs/problems.rst shows the document a sold-out order gets."""
     sample = json.loads(the_block("docs/problems.rst", '"code": "sold_out"').code)
@@ -473,6 +481,8 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
     ("docs/fairness.rst", "POST <prefix>/tee/queue", "other", "a sequence diagram"),
     ("docs/fairness.rst", "flashsale.join_queue(", "run", run_join_queue),
     ("docs/scaling.rst", "min-replicas-to-write 1", "other", "redis.conf settings of a master"),
+    ("docs/architecture.rst", "EVALSHA admission.lua", "other", "a diagram of an order's path"),
+    ("docs/architecture.rst", "tests/test_http.py::", "other", check_one_test_command),
 ]
 
 

@@ -27,7 +27,7 @@ from flask import Flask
 from flask_flashsale import FlashSale, Order
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import build_app
+from .helpers import build_app
 from .redis_server import RedisServer
 from .worker_host import FAST
 

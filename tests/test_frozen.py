@@ -36,10 +36,9 @@ from flask import Flask
 
 from flask_flashsale import FlashSale
 
-from .conftest import build_app
+from .helpers import PREFIX, build_app
 from .redis_server import RedisServer, require_redis_binary
 
-PREFIX = "/api/flash-sales"
 TIMEOUT = 0.3  # FLASHSALE_REDIS_SOCKET_TIMEOUT of these tests
 BOUND = TIMEOUT + 0.1  # the contract
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flask_flashsale import FlashSale
 
-PREFIX = "/api/flash-sales"
+from .helpers import PREFIX
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -12,20 +12,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale
 
-from .conftest import build_app
-
-PREFIX = "/api/flash-sales"
-ALICE = {"X-User": "alice"}
-
-
-def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    doc = response.get_json(force=True)
-    assert doc["code"] == code
-    assert doc["status"] == status
-    assert "Traceback" not in response.get_data(as_text=True)
-    return doc
+from .helpers import ALICE, PREFIX, build_app, problem
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ from __future__ import annotations
 import http.client
 import inspect
 import logging
-import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docutils.core
@@ -26,11 +24,9 @@ import flask_flashsale
 from flask_flashsale import FlashSale, InvalidSaleId, SaleNotFound, errors
 from flask_flashsale.views import _GENERIC, ORDER_FIELDS
 
-from .conftest import MakeApp, wait_for
+from .helpers import ALICE, PREFIX, ROOT, MakeApp, closed_port, problem, wait_for
 from .redis_server import RedisServer
-from .test_http import ALICE, PREFIX, problem
 
-ROOT = Path(__file__).resolve().parent.parent
 JSON = {"Content-Type": "application/json"}
 
 
@@ -157,12 +153,6 @@ def test_every_answer_carries_exactly_one_date_header(served: int, method: str, 
 
 
 # -- the log names where Redis was looked for --------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_redis_error_in_the_web_log_names_the_address(caplog: pytest.LogCaptureFixture) -> None:

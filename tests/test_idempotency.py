@@ -14,10 +14,7 @@ import redis as redis_lib
 
 from flask_flashsale import Admission
 
-from .conftest import CommandCounter, MakeApp
-from .test_http import ALICE, PREFIX, problem
-
-STRATEGIES = ["lua", "optimistic", "lock"]
+from .helpers import ALICE, PREFIX, STRATEGIES, CommandCounter, MakeApp, problem
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -10,7 +10,7 @@ from flask_login import LoginManager, UserMixin, login_user
 
 from flask_flashsale import FlashSale
 
-PREFIX = "/api/flash-sales"
+from .helpers import PREFIX
 
 
 class User(UserMixin):

@@ -12,7 +12,7 @@ import redis as redis_lib
 
 from flask_flashsale.worker import Worker
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 
 STREAM = "flashsale:{drop}:orders"
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, FlashSaleError, LockLost, LockNotAcquired
 
-from .conftest import MakeApp, build_app
+from .helpers import MakeApp, build_app
 
 
 def racy_increment(client: redis_lib.Redis, key: str) -> None:

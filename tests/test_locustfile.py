@@ -20,8 +20,7 @@ from examples.shop import app as shop
 from flask_flashsale import FlashSale
 
 from .browser import serve
-
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None, reason="locust is not installed (the bench extra)"

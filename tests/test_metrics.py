@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_flashsale import ConfigurationError, FlashSale, Order
 
-from .conftest import MakeApp, build_app
+from .helpers import MakeApp, build_app
 from .redis_server import RedisServer
 from .worker_host import FAST, wait_until, worker_thread
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMITTED = re.compile(r'^flashsale_admissions_total\{result="queued",sale="tee"\} (\S+)$', re.M)

@@ -12,8 +12,7 @@ from flask_flashsale import errors
 from flask_flashsale.keys import SALE_ID, check_idempotency_key
 from flask_flashsale.views import _GENERIC, RESERVED_SALE_IDS
 
-from .conftest import MakeApp
-from .test_http import PREFIX
+from .helpers import PREFIX, MakeApp
 
 
 def document(make_app: MakeApp, **config: Any) -> dict[str, Any]:

@@ -24,10 +24,9 @@ from flask import Flask
 
 from flask_flashsale import FlashSale
 
-from .conftest import build_app
+from .helpers import PREFIX, build_app
 from .redis_server import RedisServer
 
-PREFIX = "/api/flash-sales"
 pytestmark = pytest.mark.slow
 
 

@@ -19,38 +19,7 @@ import pytest
 import redis as redis_lib
 
 from .buyers import crowd
-from .conftest import build_app
-
-STOCK = 100
-USERS = [f"user{i}" for i in range(1000)]
-# Every user tries twice; the second try is rotated by one so that, split
-# i::4 across processes, a user's two tries land in different processes.
-ATTEMPTS = USERS + USERS[1:] + USERS[:1]
-STRATEGIES = ["lua", "optimistic", "lock"]
-# Generous settings: every attempt must get an answer, none may be "busy".
-PATIENT = {"FLASHSALE_OPTIMISTIC_RETRIES": 200, "FLASHSALE_LOCK_WAIT": 30.0}
-
-
-def check_books(
-    results: list[tuple[str, str, str | None]], client: redis_lib.Redis, sale: str
-) -> None:
-    """Exactly STOCK admitted, stock 0, nobody over the limit, each order in the stream once."""
-    admitted = [(u, t) for u, s, t in results if s == "queued"]
-    statuses = Counter(s for _, s, _ in results)
-    print(f"\n{sale}: {dict(statuses)}")
-    assert len(results) == len(ATTEMPTS)
-    assert len(admitted) == STOCK
-    assert set(statuses) <= {"queued", "sold_out", "limit_reached"}
-    assert client.hget(f"flashsale:{{{sale}}}:sale", "remaining") == "0"
-    per_user = Counter(u for u, _ in admitted)
-    assert max(per_user.values()) == 1
-    held = client.hgetall(f"flashsale:{{{sale}}}:users")
-    assert sum(int(v) for v in held.values()) == STOCK
-    assert all(v == "1" for v in held.values())
-    stream = client.xrange(f"flashsale:{{{sale}}}:orders")
-    assert len(stream) == STOCK
-    assert sorted(f["t"] for _, f in stream) == sorted(t for _, t in admitted)
-    assert sorted(f["u"] for _, f in stream) == sorted(u for u, _ in admitted)
+from .helpers import ATTEMPTS, PATIENT, STOCK, STRATEGIES, build_app, check_books
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from flask_flashsale import (
 from flask_flashsale.payments import EXPIRY_BATCH
 from flask_flashsale.worker import Worker
 
-from .conftest import CommandCounter, MakeApp, wait_for
+from .helpers import CommandCounter, MakeApp, redis_ms, ticket, wait_for
 from .worker_host import FAST, worker_thread
 
 HOLDS = "flashsale:{tee}:holds"
@@ -66,22 +66,11 @@ def shop(make_app: MakeApp) -> Iterator[tuple[Flask, FlashSale, Host]]:
         yield app, ext, host
 
 
-def redis_ms(client: redis_lib.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds * 1000 + micros // 1000)
-
-
 def buy(ext: FlashSale, user: str, quantity: int = 1, sale: str = "tee") -> str:
     admission = ext.place_order(sale, user, quantity)
     assert admission.status == "queued", admission
     assert admission.ticket_id is not None
     return admission.ticket_id
-
-
-def ticket(ext: FlashSale, ticket_id: str) -> Ticket:
-    found = ext.get_ticket(ticket_id)
-    assert found is not None
-    return found
 
 
 def remaining(ext: FlashSale, sale: str = "tee") -> int:

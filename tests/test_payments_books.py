@@ -10,10 +10,10 @@ import pytest
 import redis as redis_lib
 from flask import Flask
 
-from flask_flashsale import FlashSale, Ticket
+from flask_flashsale import FlashSale
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp, wait_for
+from .helpers import MakeApp, buy, ticket, wait_for
 from .worker_host import FAST
 
 Rows = list[tuple[str, str, int]]
@@ -29,18 +29,6 @@ def shop(make_app: MakeApp) -> Iterator[tuple[Flask, FlashSale, Rows]]:
     with app.app_context():
         ext.create_sale("tee", stock=10, payment_timeout=0.2)
         yield app, ext, rows
-
-
-def buy(ext: FlashSale, user: str) -> str:
-    admission = ext.place_order("tee", user)
-    assert admission.ticket_id is not None
-    return admission.ticket_id
-
-
-def ticket(ext: FlashSale, ticket_id: str) -> Ticket:
-    found = ext.get_ticket(ticket_id)
-    assert found is not None
-    return found
 
 
 def expire(ext: FlashSale, client: redis_lib.Redis, ticket_id: str) -> None:

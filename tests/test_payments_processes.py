@@ -20,10 +20,10 @@ import redis as redis_lib
 from flask_flashsale import FlashSale
 
 from . import payers
-from .conftest import build_app, wait_for
+from .helpers import ROOT, build_app, wait_for
 from .payment_host import Worker, init_db, rows
 from .redis_server import require_redis_binary
-from .worker_host import FAST, ROOT
+from .worker_host import FAST
 
 
 def worker(tmp_path: Path, redis_url: str, name: str, **env: str) -> Worker:

@@ -12,9 +12,7 @@ import redis as redis_lib
 
 from flask_flashsale import FlashSale
 
-from .conftest import MakeApp
-
-PREFIX = "/api/flash-sales"
+from .helpers import PREFIX, MakeApp
 
 
 def test_pool_settings_reach_the_blocking_pool(make_app: MakeApp) -> None:

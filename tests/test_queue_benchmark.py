@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import ROOT
 from .redis_server import require_redis_binary
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
+from .redis_server import free_port
+
 README = (ROOT / "README.md").read_text()
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 APP = "examples/quickstart.py"
@@ -47,12 +49,6 @@ def curl_lines() -> list[str]:
         for line in block.splitlines()
         if line.startswith("curl ")
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale
 
-from .conftest import build_app
+from .helpers import build_app
 
 BURST = 10
 RATE = f"1/hour;burst={BURST}"

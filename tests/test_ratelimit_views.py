@@ -13,19 +13,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from flask_flashsale import FlashSale, RateLimited, request_rate_limited
 from flask_flashsale.ratelimit import by_ip
 
-from .conftest import build_app
+from .helpers import ALICE, build_app, problem
 
-ALICE = {"X-User": "alice"}
 BOB = {"X-User": "bob"}
 RATELIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
-
-
-def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body: dict[str, Any] = response.get_json(force=True)
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def host(make_app: Any, **config: Any) -> tuple[Flask, FlashSale]:

@@ -18,7 +18,7 @@ from flask import Flask
 from flask_flashsale import FlashSale, reconcile
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 
 
 class Shop:

@@ -15,7 +15,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale
 
-from .conftest import MakeApp
+from .helpers import MakeApp, buy
 
 
 @pytest.fixture
@@ -31,12 +31,6 @@ def shop(make_app: MakeApp) -> Iterator[tuple[Flask, FlashSale, list[tuple[str, 
 def confirm(client: redis_lib.Redis, ticket_id: str) -> None:
     sale_id, token = ticket_id.split("~")
     client.hset(f"flashsale:{{{sale_id}}}:t:{token}", "s", "confirmed")
-
-
-def buy(ext: FlashSale, user: str) -> str:
-    admission = ext.place_order("tee", user)
-    assert admission.ticket_id is not None
-    return admission.ticket_id
 
 
 def test_the_confirmed_ticket_the_host_lacks_is_the_one_marked_failed(

@@ -9,8 +9,7 @@ import pytest
 from flask_flashsale import FlashSale, SaleNotFound
 from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp
-from .test_http import ALICE, PREFIX, problem
+from .helpers import ALICE, PREFIX, MakeApp, problem
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from flask_flashsale.breaker import GuardedRedis
 from flask_flashsale.connection import SENTINEL_RECHECK, SentinelBackend
 
 from .cluster import LocalSentinel, _start
-from .conftest import build_app
+from .helpers import build_app
 
 
 @pytest.fixture

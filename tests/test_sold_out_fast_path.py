@@ -11,9 +11,7 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.cache import SaleCache
 
-from .conftest import CommandCounter, MakeApp, wait_for
-
-PREFIX = "/api/flash-sales"
+from .helpers import PREFIX, CommandCounter, MakeApp, wait_for
 
 
 def sold_out_app(make_app: MakeApp, stock: int = 1, **config: Any) -> tuple[Flask, FlashSale]:

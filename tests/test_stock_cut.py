@@ -25,11 +25,8 @@ from flask_flashsale import FlashSale, Order
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.metrics import available as metrics_available
 
-from .conftest import MakeApp
+from .helpers import PREFIX, STRATEGIES, MakeApp
 from .worker_host import FAST
-
-STRATEGIES = ["lua", "optimistic", "lock"]
-PREFIX = "/api/flash-sales"
 
 
 def live_units(client: redis_lib.Redis, sale_id: str) -> int:

@@ -18,14 +18,9 @@ from flask_flashsale import ConfigurationError, FlashSale
 from flask_flashsale.lock import FencedLock
 from flask_flashsale.strategies import LockStrategy, OptimisticStrategy
 
-from .conftest import MakeApp
+from .helpers import MakeApp, redis_now
 
 PYTHON_SIDE = ["optimistic", "lock"]
-
-
-def redis_now(client: redis_lib.Redis) -> float:
-    seconds, micros = client.time()
-    return seconds + micros / 1e6
 
 
 def scripted_sale(flashsale: FlashSale) -> list[tuple[Any, ...]]:

@@ -11,10 +11,8 @@ import redis as redis_lib
 from flask_flashsale import FlashSale, SaleNotFound, Ticket
 from flask_flashsale.admission import BUYER_INDEX_SLACK
 
-from .conftest import CommandCounter, MakeApp, wait_for
-from .test_http import ALICE, PREFIX, problem
+from .helpers import ALICE, PREFIX, STRATEGIES, CommandCounter, MakeApp, problem, wait_for
 
-STRATEGIES = ["lua", "optimistic", "lock"]
 INDEX = "flashsale:{tee}:buyers"
 
 

@@ -9,8 +9,7 @@ from typing import Any
 from flask_flashsale import FlashSale
 from flask_flashsale.waiting import PLACE_HEADER, REFRESH_SECONDS
 
-from .conftest import CommandCounter, MakeApp
-from .queue_helpers import PREFIX
+from .helpers import PREFIX, CommandCounter, MakeApp
 
 BUYERS = 300
 

@@ -15,8 +15,8 @@ import redis as redis_lib
 from flask_flashsale import FlashSale, QueueStatus
 from flask_flashsale.waiting import REFRESH_SECONDS, lottery_positions
 
-from .conftest import MakeApp, build_app, wait_for
-from .queue_helpers import join_all, join_crowd, ready_ms, redis_now, wait_until
+from .helpers import MakeApp, build_app, redis_now, wait_for
+from .queue_helpers import join_all, join_crowd, ready_ms, wait_until
 
 PASS_TTL = 120.0
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flask_flashsale import FlashSale, FlashSaleError
 
-from .queue_helpers import PREFIX
+from .helpers import PREFIX
 
 printable = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=0, max_size=120

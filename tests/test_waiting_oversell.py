@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from .conftest import build_app
+from .helpers import PATIENT, STOCK, STRATEGIES, build_app
 from .queue_helpers import order_crowd
-from .test_oversell import PATIENT, STOCK, STRATEGIES
 
 USERS = [f"user{i}" for i in range(1000)]
 

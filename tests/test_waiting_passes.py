@@ -12,9 +12,7 @@ from itsdangerous import URLSafeSerializer
 
 from flask_flashsale import FlashSale
 
-from .conftest import CommandCounter, MakeApp
-from .queue_helpers import PREFIX
-from .test_http import problem
+from .helpers import PREFIX, CommandCounter, MakeApp, problem
 
 
 def ready_pass(flashsale: FlashSale, sale_id: str, user: str) -> str:

@@ -22,11 +22,8 @@ from flask_flashsale import (
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.waiting import PLACE_COOKIE, PLACE_HEADER
 
-from .conftest import MakeApp, build_app
-from .queue_helpers import PREFIX, join_all, wait_until
-from .test_http import problem
-
-ALICE = {"X-User": "alice"}
+from .helpers import ALICE, PREFIX, MakeApp, build_app, problem
+from .queue_helpers import join_all, wait_until
 
 
 def soon(seconds: float) -> datetime:

@@ -18,7 +18,7 @@ from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirme
 from flask_flashsale.orders import GROUP
 from flask_flashsale.worker import Worker
 
-from .conftest import MakeApp
+from .helpers import MakeApp
 from .worker_host import FAST, wait_until, worker_thread
 
 STREAM = "flashsale:{{{}}}:orders"

@@ -14,7 +14,7 @@ from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirme
 from flask_flashsale.scripts import source
 from flask_flashsale.worker import CONFIRM_AFTER, Worker
 
-from .conftest import CommandCounter, MakeApp
+from .helpers import CommandCounter, MakeApp
 from .worker_host import FAST
 
 STREAM = "flashsale:{drop}:orders"

@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 
 import redis as redis_lib
-from flask import Flask
 
 from flask_flashsale import Order
-from flask_flashsale.cli import flashsale_cli
 
-from .conftest import MakeApp
+from .helpers import MakeApp, invoke
 from .worker_host import FAST, wait_until, worker_thread
-
-
-def invoke(app: Flask, *args: str) -> tuple[int, str]:
-    result = app.test_cli_runner().invoke(flashsale_cli, list(args))
-    return result.exit_code, result.output
 
 
 def test_worker_burst_processes_the_queue_and_exits(make_app: MakeApp) -> None:

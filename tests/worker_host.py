@@ -24,7 +24,8 @@ from flask import Flask
 from flask_flashsale import FlashSale, Order
 from flask_flashsale.worker import Worker
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
+
 FLASK = [sys.executable, "-m", "flask", "--app", "tests.worker_host:create_app"]
 
 SCHEMA = """

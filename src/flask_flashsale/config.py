@@ -2,122 +2,75 @@
 
 One module holds them all so the docs (``docs/configuration.rst``) and the code
 cannot drift apart. :meth:`FlashSale.init_app` calls :func:`load` once per app.
+
+Each key is declared once, as a field of :class:`Settings`::
+
+    cache_ttl: float = setting("FLASHSALE_CACHE_TTL", 1.0, _float(0))
+
+names the Flask config key, its default and its reader (which converts and
+validates the raw value, raising :class:`~flask_flashsale.ConfigurationError`
+that names the key). :data:`DEFAULTS` and :func:`load` are derived from these
+declarations.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, cast
 
 from .errors import ConfigurationError
 
-#: Default value of every configuration key the extension reads.
-DEFAULTS: dict[str, Any] = {
-    "FLASHSALE_REDIS_URL": "redis://localhost:6379/0",
-    "FLASHSALE_KEY_PREFIX": "flashsale",
-    "FLASHSALE_URL_PREFIX": "/api/flash-sales",
-    "FLASHSALE_INVENTORY_STRATEGY": "lua",
-    "FLASHSALE_ORDER_RATE_PER_USER": None,
-    "FLASHSALE_ORDER_RATE_PER_SALE": None,
-    "FLASHSALE_CACHE_TTL": 1.0,
-    "FLASHSALE_MAX_ATTEMPTS": 5,
-    "FLASHSALE_CLAIM_IDLE": 30.0,
-    "FLASHSALE_RETRY_BACKOFF": 1.0,
-    "FLASHSALE_INLINE_WORKER": None,
-    "FLASHSALE_REDIS_POOL_SIZE": 50,
-    "FLASHSALE_REDIS_SOCKET_TIMEOUT": 0.5,
-    "FLASHSALE_REDIS_CONNECT_TIMEOUT": 0.5,
-    "FLASHSALE_REDIS_POOL_TIMEOUT": 1.0,
-    "FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL": 30,
-    "FLASHSALE_TICKET_TTL": 7 * 24 * 3600,
-    "FLASHSALE_MAX_BODY": 16 * 1024,
-    "FLASHSALE_MAX_QUANTITY": 100,
-    "FLASHSALE_SECRET": None,
-    "FLASHSALE_OPTIMISTIC_RETRIES": 10,
-    "FLASHSALE_LOCK_TIMEOUT": 1.0,
-    "FLASHSALE_LOCK_WAIT": 1.0,
-    "FLASHSALE_CACHE_MAX_AGE": 1,
-    "FLASHSALE_BREAKER_FAIL_MAX": 5,
-    "FLASHSALE_BREAKER_RESET_TIMEOUT": 2.0,
-    "FLASHSALE_RATELIMIT_HEADERS": True,
-    "FLASHSALE_API_RATE_LIMIT": None,
-    "FLASHSALE_API_RATE_LIMIT_KEY": "user_or_ip",
-    "FLASHSALE_WORKER_BATCH": 32,
-    "FLASHSALE_METRICS": None,
-    "FLASHSALE_METRICS_PATH": None,
-    "FLASHSALE_DASHBOARD_PATH": None,
-    "FLASHSALE_ALLOWED_ORIGINS": (),
-    "FLASHSALE_AUTOSCALE_LAG": 100,
-    "FLASHSALE_AUTOSCALE_UP_AFTER": 3.0,
-    "FLASHSALE_AUTOSCALE_DOWN_AFTER": 30.0,
-    "FLASHSALE_AUTOSCALE_INTERVAL": 1.0,
-    "FLASHSALE_AUTOSCALE_RESTART_BACKOFF": 1.0,
-    "FLASHSALE_PASS_TTL": 120,
-}
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 
-
-@dataclass(frozen=True)
-class Settings:
-    """The configuration of one app, read and validated once by ``init_app``."""
-
-    redis_url: str
-    key_prefix: str
-    url_prefix: str
-    inventory_strategy: str
-    order_rate_per_user: str | None
-    order_rate_per_sale: str | None
-    cache_ttl: float
-    max_attempts: int
-    claim_idle: float
-    retry_backoff: float
-    inline_worker: bool
-    pool_size: int
-    socket_timeout: float
-    connect_timeout: float
-    pool_timeout: float
-    health_check_interval: int
-    ticket_ttl: int
-    max_body: int
-    max_quantity: int
-    secret: str | None
-    optimistic_retries: int
-    lock_timeout: float
-    lock_wait: float
-    cache_max_age: int
-    breaker_fail_max: int
-    breaker_reset_timeout: float
-    ratelimit_headers: bool = True
-    api_rate_limit: str | None = None
-    api_rate_limit_key: str = "user_or_ip"
-    worker_batch: int = 32
-    metrics: bool = False
-    metrics_path: str | None = None
-    #: Where the operator dashboard is served (``None``: not served).
-    dashboard_path: str | None = None
-    #: Origins besides the app's own that may send unsafe requests (normalised).
-    allowed_origins: frozenset[str] = frozenset()
-    autoscale_lag: int = 100
-    autoscale_up_after: float = 3.0
-    autoscale_down_after: float = 30.0
-    autoscale_interval: float = 1.0
-    autoscale_restart_backoff: float = 1.0
-    #: Seconds a waiting room's pass lives once the buyer is ready.
-    pass_ttl: float = 120.0
-
+#: Reads one key from a Flask config: ``read(config, key) -> value``, raising
+#: :class:`~flask_flashsale.ConfigurationError` that names ``key``.
+Reader = Callable[[Any, str], T]
 
 STRATEGIES = ("lua", "optimistic", "lock")
 
 
-def _number(config: Any, key: str, kind: type, minimum: float) -> Any:
-    raw = config[key]
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{key} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{key} must be >= {minimum}, got {raw!r}")
-    return value
+def setting(key: str, default: Any, read: Reader[T]) -> T:
+    """Declare a :class:`Settings` field: its config ``key``, raw ``default`` and reader."""
+    return cast(T, field(metadata={"key": key, "default": default, "read": read}))
+
+
+def _as_given(config: Any, key: str) -> Any:
+    return config[key]
+
+
+def _flag(config: Any, key: str) -> bool:
+    return bool(config[key])
+
+
+def _optional(config: Any, key: str) -> Any:
+    return config[key] or None
+
+
+def _number(kind: type[N], minimum: float) -> Reader[N]:
+    """A number of type ``kind`` that is at least ``minimum``."""
+
+    def read(config: Any, key: str) -> N:
+        raw = config[key]
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{key} must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigurationError(f"{key} must be >= {minimum}, got {raw!r}")
+        return value
+
+    return read
+
+
+def _int(minimum: int) -> Reader[int]:
+    return _number(int, minimum)
+
+
+def _float(minimum: float) -> Reader[float]:
+    return _number(float, minimum)
 
 
 def _rate(config: Any, key: str) -> str | None:
@@ -127,128 +80,68 @@ def _rate(config: Any, key: str) -> str | None:
     raw = config[key] or None
     if raw is not None:
         parse_rate(raw, setting=key)
-    return raw
+    return cast("str | None", raw)
 
 
-def load(config: Any) -> Settings:
-    """Set the defaults on ``config`` (a Flask config) and return validated settings.
-
-    Raises :class:`~flask_flashsale.ConfigurationError` naming the bad key, so a
-    typo fails at start-up rather than on the night of the sale.
-    """
-    for key, value in DEFAULTS.items():
-        config.setdefault(key, value)
-    url = str(config["FLASHSALE_REDIS_URL"])
-    strategy = str(config["FLASHSALE_INVENTORY_STRATEGY"])
+def _strategy(config: Any, key: str) -> str:
+    strategy = str(config[key])
     if strategy not in STRATEGIES:
-        raise ConfigurationError(
-            f"FLASHSALE_INVENTORY_STRATEGY must be one of {', '.join(STRATEGIES)}; got {strategy!r}"
-        )
-    prefix = str(config["FLASHSALE_KEY_PREFIX"])
+        raise ConfigurationError(f"{key} must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    return strategy
+
+
+def _key_prefix(config: Any, key: str) -> str:
+    prefix = str(config[key])
     if not prefix or any(c in prefix for c in "{} \t\n"):
         raise ConfigurationError(
-            f"FLASHSALE_KEY_PREFIX must be non-empty without braces or spaces; got {prefix!r}"
+            f"{key} must be non-empty without braces or spaces; got {prefix!r}"
         )
-    # The scheme picks the backend; a bad URL fails here, at start-up.
+    return prefix
+
+
+def _redis_url(config: Any, key: str) -> str:
+    """The URL; its scheme picks the backend, so a bad URL fails here, at start-up."""
     from .connection import backend_class
 
-    backend = backend_class(url)
-    backend(url)
-    inline = config["FLASHSALE_INLINE_WORKER"]
+    url = str(config[key])
+    backend_class(url)(url)
+    return url
+
+
+def _inline_worker(config: Any, key: str) -> bool:
+    """As configured; unset (``None``): on for a process-local backend (``memory://``)."""
+    inline = config[key]
     if inline is None:
-        inline = backend.process_local
-    url_prefix = str(config["FLASHSALE_URL_PREFIX"]).rstrip("/")
+        from .connection import backend_class
+
+        inline = backend_class(str(config["FLASHSALE_REDIS_URL"])).process_local
+    return bool(inline)
+
+
+def _url_prefix(config: Any, key: str) -> str:
+    url_prefix = str(config[key]).rstrip("/")
     if not url_prefix.startswith("/"):
-        raise ConfigurationError(
-            f"FLASHSALE_URL_PREFIX must start with '/'; got {config['FLASHSALE_URL_PREFIX']!r}"
-        )
-    return Settings(
-        redis_url=url,
-        key_prefix=prefix,
-        url_prefix=url_prefix,
-        inventory_strategy=strategy,
-        order_rate_per_user=_rate(config, "FLASHSALE_ORDER_RATE_PER_USER"),
-        order_rate_per_sale=_rate(config, "FLASHSALE_ORDER_RATE_PER_SALE"),
-        cache_ttl=_number(config, "FLASHSALE_CACHE_TTL", float, 0),
-        max_attempts=_number(config, "FLASHSALE_MAX_ATTEMPTS", int, 1),
-        claim_idle=_number(config, "FLASHSALE_CLAIM_IDLE", float, 0),
-        retry_backoff=_number(config, "FLASHSALE_RETRY_BACKOFF", float, 0),
-        inline_worker=bool(inline),
-        pool_size=_number(config, "FLASHSALE_REDIS_POOL_SIZE", int, 1),
-        socket_timeout=_number(config, "FLASHSALE_REDIS_SOCKET_TIMEOUT", float, 0.001),
-        connect_timeout=_number(config, "FLASHSALE_REDIS_CONNECT_TIMEOUT", float, 0.001),
-        pool_timeout=_number(config, "FLASHSALE_REDIS_POOL_TIMEOUT", float, 0),
-        health_check_interval=_number(config, "FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL", int, 0),
-        ticket_ttl=_number(config, "FLASHSALE_TICKET_TTL", int, 1),
-        max_body=_number(config, "FLASHSALE_MAX_BODY", int, 1),
-        max_quantity=_number(config, "FLASHSALE_MAX_QUANTITY", int, 1),
-        secret=config["FLASHSALE_SECRET"],
-        optimistic_retries=_number(config, "FLASHSALE_OPTIMISTIC_RETRIES", int, 0),
-        lock_timeout=_number(config, "FLASHSALE_LOCK_TIMEOUT", float, 0.001),
-        lock_wait=_number(config, "FLASHSALE_LOCK_WAIT", float, 0),
-        cache_max_age=_number(config, "FLASHSALE_CACHE_MAX_AGE", int, 0),
-        breaker_fail_max=_number(config, "FLASHSALE_BREAKER_FAIL_MAX", int, 0),
-        breaker_reset_timeout=_number(config, "FLASHSALE_BREAKER_RESET_TIMEOUT", float, 0.01),
-        ratelimit_headers=bool(config["FLASHSALE_RATELIMIT_HEADERS"]),
-        api_rate_limit=config["FLASHSALE_API_RATE_LIMIT"] or None,
-        api_rate_limit_key=config["FLASHSALE_API_RATE_LIMIT_KEY"],
-        worker_batch=_number(config, "FLASHSALE_WORKER_BATCH", int, 1),
-        metrics=_metrics_enabled(config),
-        metrics_path=_metrics_path(config),
-        dashboard_path=_path(config, "FLASHSALE_DASHBOARD_PATH"),
-        allowed_origins=_allowed_origins(config),
-        autoscale_lag=_number(config, "FLASHSALE_AUTOSCALE_LAG", int, 0),
-        autoscale_up_after=_number(config, "FLASHSALE_AUTOSCALE_UP_AFTER", float, 0),
-        autoscale_down_after=_number(config, "FLASHSALE_AUTOSCALE_DOWN_AFTER", float, 0),
-        autoscale_interval=_number(config, "FLASHSALE_AUTOSCALE_INTERVAL", float, 0.01),
-        autoscale_restart_backoff=_number(
-            config, "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", float, 0.01
-        ),
-        pass_ttl=_number(config, "FLASHSALE_PASS_TTL", float, 0.001),
-    )
+        raise ConfigurationError(f"{key} must start with '/'; got {config[key]!r}")
+    return url_prefix
 
 
-def redis_address(url: str) -> str:
-    """Where ``FLASHSALE_REDIS_URL`` points, for messages: ``host:port`` (or a socket path).
-
-    No credentials: ``redis://:secret@cache.internal/0`` gives ``cache.internal:6379``;
-    several hosts (``redis+cluster://a:7000,b:7001``) stay a list.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    if scheme.lower() == "unix":
-        return "unix://" + rest.split("?", 1)[0]
-    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
-    if not netloc:
-        return url
-    port = "26379" if scheme.lower() == "redis+sentinel" else "6379"
-    hosts = []
-    for host in netloc.split(","):
-        has_port = host.rpartition("]")[2] if host.startswith("[") else host
-        hosts.append(host if ":" in has_port else f"{host}:{port}")
-    return ",".join(hosts)
-
-
-def _metrics_enabled(config: Any) -> bool:
+def _metrics_enabled(config: Any, key: str) -> bool:
     from .metrics import available
 
-    wanted = config["FLASHSALE_METRICS"]
+    wanted = config[key]
     if wanted is None:
         return available()
     if wanted and not available():
-        raise ConfigurationError(
-            "FLASHSALE_METRICS needs prometheus_client: install Flask-FlashSale[metrics]"
-        )
+        raise ConfigurationError(f"{key} needs prometheus_client: install Flask-FlashSale[metrics]")
     return bool(wanted)
 
 
-def _metrics_path(config: Any) -> str | None:
-    path = config["FLASHSALE_METRICS_PATH"]
+def _metrics_path(config: Any, key: str) -> str | None:
+    path = config[key]
     if not path:
         return None
     if not str(path).startswith("/"):
-        raise ConfigurationError(f"FLASHSALE_METRICS_PATH must start with '/'; got {path!r}")
+        raise ConfigurationError(f"{key} must start with '/'; got {path!r}")
     return str(path)
 
 
@@ -284,8 +177,7 @@ def normalize_origin(value: str) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def _allowed_origins(config: Any) -> frozenset[str]:
-    key = "FLASHSALE_ALLOWED_ORIGINS"
+def _allowed_origins(config: Any, key: str) -> frozenset[str]:
     raw = config[key]
     if not raw:
         return frozenset()
@@ -314,3 +206,97 @@ def _allowed_origins(config: Any) -> frozenset[str]:
             )
         origins.add(origin)
     return frozenset(origins)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The configuration of one app, read and validated once by ``init_app``.
+
+    Each field declares its key (see :func:`setting`). :func:`load` reads the
+    keys in this order, so the first bad key in this order is the one reported.
+    Fields have no default of their own: build one with :func:`load`.
+    """
+
+    inventory_strategy: str = setting("FLASHSALE_INVENTORY_STRATEGY", "lua", _strategy)
+    key_prefix: str = setting("FLASHSALE_KEY_PREFIX", "flashsale", _key_prefix)
+    redis_url: str = setting("FLASHSALE_REDIS_URL", "redis://localhost:6379/0", _redis_url)
+    inline_worker: bool = setting("FLASHSALE_INLINE_WORKER", None, _inline_worker)
+    url_prefix: str = setting("FLASHSALE_URL_PREFIX", "/api/flash-sales", _url_prefix)
+    order_rate_per_user: str | None = setting("FLASHSALE_ORDER_RATE_PER_USER", None, _rate)
+    order_rate_per_sale: str | None = setting("FLASHSALE_ORDER_RATE_PER_SALE", None, _rate)
+    cache_ttl: float = setting("FLASHSALE_CACHE_TTL", 1.0, _float(0))
+    max_attempts: int = setting("FLASHSALE_MAX_ATTEMPTS", 5, _int(1))
+    claim_idle: float = setting("FLASHSALE_CLAIM_IDLE", 30.0, _float(0))
+    retry_backoff: float = setting("FLASHSALE_RETRY_BACKOFF", 1.0, _float(0))
+    pool_size: int = setting("FLASHSALE_REDIS_POOL_SIZE", 50, _int(1))
+    socket_timeout: float = setting("FLASHSALE_REDIS_SOCKET_TIMEOUT", 0.5, _float(0.001))
+    connect_timeout: float = setting("FLASHSALE_REDIS_CONNECT_TIMEOUT", 0.5, _float(0.001))
+    pool_timeout: float = setting("FLASHSALE_REDIS_POOL_TIMEOUT", 1.0, _float(0))
+    health_check_interval: int = setting("FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL", 30, _int(0))
+    ticket_ttl: int = setting("FLASHSALE_TICKET_TTL", 7 * 24 * 3600, _int(1))
+    max_body: int = setting("FLASHSALE_MAX_BODY", 16 * 1024, _int(1))
+    max_quantity: int = setting("FLASHSALE_MAX_QUANTITY", 100, _int(1))
+    secret: str | None = setting("FLASHSALE_SECRET", None, _as_given)
+    optimistic_retries: int = setting("FLASHSALE_OPTIMISTIC_RETRIES", 10, _int(0))
+    lock_timeout: float = setting("FLASHSALE_LOCK_TIMEOUT", 1.0, _float(0.001))
+    lock_wait: float = setting("FLASHSALE_LOCK_WAIT", 1.0, _float(0))
+    cache_max_age: int = setting("FLASHSALE_CACHE_MAX_AGE", 1, _int(0))
+    breaker_fail_max: int = setting("FLASHSALE_BREAKER_FAIL_MAX", 5, _int(0))
+    breaker_reset_timeout: float = setting("FLASHSALE_BREAKER_RESET_TIMEOUT", 2.0, _float(0.01))
+    ratelimit_headers: bool = setting("FLASHSALE_RATELIMIT_HEADERS", True, _flag)
+    api_rate_limit: str | None = setting("FLASHSALE_API_RATE_LIMIT", None, _optional)
+    api_rate_limit_key: str = setting("FLASHSALE_API_RATE_LIMIT_KEY", "user_or_ip", _as_given)
+    worker_batch: int = setting("FLASHSALE_WORKER_BATCH", 32, _int(1))
+    metrics: bool = setting("FLASHSALE_METRICS", None, _metrics_enabled)
+    metrics_path: str | None = setting("FLASHSALE_METRICS_PATH", None, _metrics_path)
+    #: Where the operator dashboard is served (``None``: not served).
+    dashboard_path: str | None = setting("FLASHSALE_DASHBOARD_PATH", None, _path)
+    #: Origins besides the app's own that may send unsafe requests (normalised).
+    allowed_origins: frozenset[str] = setting("FLASHSALE_ALLOWED_ORIGINS", (), _allowed_origins)
+    autoscale_lag: int = setting("FLASHSALE_AUTOSCALE_LAG", 100, _int(0))
+    autoscale_up_after: float = setting("FLASHSALE_AUTOSCALE_UP_AFTER", 3.0, _float(0))
+    autoscale_down_after: float = setting("FLASHSALE_AUTOSCALE_DOWN_AFTER", 30.0, _float(0))
+    autoscale_interval: float = setting("FLASHSALE_AUTOSCALE_INTERVAL", 1.0, _float(0.01))
+    autoscale_restart_backoff: float = setting(
+        "FLASHSALE_AUTOSCALE_RESTART_BACKOFF", 1.0, _float(0.01)
+    )
+    #: Seconds a waiting room's pass lives once the buyer is ready.
+    pass_ttl: float = setting("FLASHSALE_PASS_TTL", 120, _float(0.001))
+
+
+#: Default value of every configuration key the extension reads.
+DEFAULTS: dict[str, Any] = {f.metadata["key"]: f.metadata["default"] for f in fields(Settings)}
+
+
+def load(config: Any) -> Settings:
+    """Set the defaults on ``config`` (a Flask config) and return validated settings.
+
+    Raises :class:`~flask_flashsale.ConfigurationError` naming the bad key, so a
+    typo fails at start-up rather than on the night of the sale.
+    """
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+    values = {f.name: f.metadata["read"](config, f.metadata["key"]) for f in fields(Settings)}
+    return Settings(**values)
+
+
+def redis_address(url: str) -> str:
+    """Where ``FLASHSALE_REDIS_URL`` points, for messages: ``host:port`` (or a socket path).
+
+    No credentials: ``redis://:secret@cache.internal/0`` gives ``cache.internal:6379``;
+    several hosts (``redis+cluster://a:7000,b:7001``) stay a list.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme.lower() == "unix":
+        return "unix://" + rest.split("?", 1)[0]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if not netloc:
+        return url
+    port = "26379" if scheme.lower() == "redis+sentinel" else "6379"
+    hosts = []
+    for host in netloc.split(","):
+        has_port = host.rpartition("]")[2] if host.startswith("[") else host
+        hosts.append(host if ":" in has_port else f"{host}:{port}")
+    return ",".join(hosts)

@@ -1,0 +1,209 @@
+"""Helpers the tests share: the host-app builder, HTTP and Redis shorthands, a poller,
+the command counter, and the oversell scenario.
+
+Fixtures live in ``tests/conftest.py``; everything a test module imports by name
+lives here (``from .helpers import build_app, problem, PREFIX``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from flask import Flask, request
+from redis.cluster import RedisCluster
+
+from flask_flashsale import FlashSale, Ticket
+from flask_flashsale.cli import flashsale_cli
+from flask_flashsale.connection import ClusterBackend
+
+from .redis_server import free_port
+
+#: The repository root (for the docs, examples, scripts and benchmarks).
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Where the extension mounts its HTTP API by default.
+PREFIX = "/api/flash-sales"
+
+#: Request headers of the buyer ``alice`` (the test host reads the buyer from ``X-User``).
+ALICE = {"X-User": "alice"}
+
+#: The three inventory strategies, for tests that must hold for each.
+STRATEGIES = ["lua", "optimistic", "lock"]
+
+#: ``make_app(**config) -> (app, flashsale)``, the type of the factory fixture.
+MakeApp = Callable[..., tuple[Flask, FlashSale]]
+
+_counter = itertools.count()
+
+#: Apps built by build_app in this process, so their event subscribers can be stopped
+#: (conftest's autouse fixture empties it after each test).
+built_apps: list[Flask] = []
+
+
+def build_app(redis_url: str, **config: Any) -> tuple[Flask, FlashSale]:
+    """A host app as a user would write it: the buyer comes from ``X-User``."""
+    app = Flask(f"host{next(_counter)}")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="test-secret",
+        FLASHSALE_REDIS_URL=redis_url,
+        FLASHSALE_INLINE_WORKER=False,
+        **config,
+    )
+    flashsale = FlashSale(app)
+    built_apps.append(app)
+
+    @flashsale.identity_loader
+    def current_buyer() -> str | None:
+        return request.headers.get("X-User")
+
+    return app, flashsale
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Poll ``predicate`` until true; return the seconds it took (fail after ``timeout``)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert ``response`` is an RFC 9457 problem with ``status`` and ``code``; its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    doc: dict[str, Any] = response.get_json(force=True)
+    assert doc["code"] == code
+    assert doc["status"] == status
+    assert "Traceback" not in response.get_data(as_text=True)
+    return doc
+
+
+def redis_now(client: redis_lib.Redis) -> float:
+    """Redis ``TIME`` in Unix seconds."""
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+def redis_ms(client: redis_lib.Redis) -> int:
+    """Redis ``TIME`` in ms."""
+    seconds, micros = client.time()
+    return int(seconds * 1000 + micros // 1000)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
+    return free_port()
+
+
+def buy(ext: FlashSale, user: str) -> str:
+    """One unit of the sale ``tee`` for ``user`` (app context pushed); its ticket id."""
+    admission = ext.place_order("tee", user)
+    assert admission.ticket_id is not None
+    return admission.ticket_id
+
+
+def ticket(ext: FlashSale, ticket_id: str) -> Ticket:
+    """The ticket ``ticket_id``, which must exist."""
+    found = ext.get_ticket(ticket_id)
+    assert found is not None
+    return found
+
+
+def invoke(app: Flask, *args: str) -> tuple[int, str]:
+    """Run ``flask flashsale ARGS...`` on ``app``; ``(exit code, output)``."""
+    result = app.test_cli_runner().invoke(flashsale_cli, list(args))
+    return result.exit_code, result.output
+
+
+# The cache's events subscriber starts lazily, on its own connection, in a
+# background thread; its SUBSCRIBE can land inside a counted window but is no
+# round trip of the call being counted.
+BACKGROUND_COMMANDS = {"SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE"}
+
+
+class CommandCounter:
+    """Counts the commands clients send to Redis, using ``MONITOR``.
+
+    ``INFO commandstats`` also counts what scripts run inside Redis, so it
+    cannot show round trips; MONITOR tags those with ``client_type == "lua"``
+    and we skip them.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def count(self, fn: Callable[[], Any]) -> list[str]:
+        """Run ``fn`` and return the commands clients sent meanwhile."""
+        watcher = redis_lib.Redis.from_url(self.url, decode_responses=True)
+        marker_client = redis_lib.Redis.from_url(self.url, decode_responses=True)
+        marker_client.ping()
+        monitor = watcher.monitor()
+        monitor.__enter__()
+        try:
+            fn()
+            marker_client.echo("flashsale-test-marker")
+            seen: list[str] = []
+            while True:
+                entry = monitor.next_command()
+                command = entry["command"]
+                if "flashsale-test-marker" in command:
+                    return seen
+                if entry.get("client_type") == "lua":
+                    continue  # run by a script inside Redis, not sent by a client
+                if command.split(" ", 1)[0].upper() in BACKGROUND_COMMANDS:
+                    continue
+                seen.append(command)
+        finally:
+            monitor.__exit__()
+            watcher.close()
+            marker_client.close()
+
+
+def cluster_client(url: str) -> Any:
+    """A cluster client on the local Redis Cluster of ``url`` (strings decoded)."""
+    nodes = ClusterBackend(url).nodes
+    host, port = nodes[0]
+    return RedisCluster(host=host, port=port, decode_responses=True)
+
+
+# -- the oversell scenario: 1000 buyers try twice each for 100 units -------------------
+
+STOCK = 100
+USERS = [f"user{i}" for i in range(1000)]
+# Every user tries twice; the second try is rotated by one so that, split
+# i::4 across processes, a user's two tries land in different processes.
+ATTEMPTS = USERS + USERS[1:] + USERS[:1]
+# Generous settings: every attempt must get an answer, none may be "busy".
+PATIENT = {"FLASHSALE_OPTIMISTIC_RETRIES": 200, "FLASHSALE_LOCK_WAIT": 30.0}
+
+
+def check_books(
+    results: list[tuple[str, str, str | None]], client: redis_lib.Redis, sale: str
+) -> None:
+    """Exactly STOCK admitted, stock 0, nobody over the limit, each order in the stream once."""
+    admitted = [(u, t) for u, s, t in results if s == "queued"]
+    statuses = Counter(s for _, s, _ in results)
+    print(f"\n{sale}: {dict(statuses)}")
+    assert len(results) == len(ATTEMPTS)
+    assert len(admitted) == STOCK
+    assert set(statuses) <= {"queued", "sold_out", "limit_reached"}
+    assert client.hget(f"flashsale:{{{sale}}}:sale", "remaining") == "0"
+    per_user = Counter(u for u, _ in admitted)
+    assert max(per_user.values()) == 1
+    held = client.hgetall(f"flashsale:{{{sale}}}:users")
+    assert sum(int(v) for v in held.values()) == STOCK
+    assert all(v == "1" for v in held.values())
+    stream = client.xrange(f"flashsale:{{{sale}}}:orders")
+    assert len(stream) == STOCK
+    assert sorted(f["t"] for _, f in stream) == sorted(t for _, t in admitted)
+    assert sorted(f["u"] for _, f in stream) == sorted(u for u, _ in admitted)
