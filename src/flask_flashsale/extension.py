@@ -100,7 +100,7 @@ class FlashSaleState:
         self.client = self.backend.client(self.breaker)
         #: Registered Lua scripts, by name.
         self.scripts: dict[str, Any] = {
-            "admission": register(self.client, "gcra", "admission"),
+            "admission": register(self.client, "clock", "gcra", "admission"),
             "sale_create": register(self.client, "sale_create"),
             "sale_restock": register(self.client, "sale_restock"),
         }
@@ -151,8 +151,8 @@ class FlashSaleState:
         #: Secret of idempotent ticket ids (see :func:`ticket_secret`).
         self.secret: bytes = ticket_secret(app, settings, self.backend)
         #: The sales' waiting rooms: joins, polls and passes (signed with :attr:`secret`).
-        self.scripts["queue_join"] = register(self.client, "gcra", "queue", "queue_join")
-        self.scripts["queue_poll"] = register(self.client, "gcra", "queue", "queue_poll")
+        self.scripts["queue_join"] = register(self.client, "clock", "queue", "queue_join")
+        self.scripts["queue_poll"] = register(self.client, "clock", "queue", "queue_poll")
         self.waiting = WaitingRoom(
             self.client,
             self.keys,

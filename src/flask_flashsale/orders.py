@@ -172,15 +172,15 @@ class OrderQueue:
         self._on_change = on_change
         self.events = keys.events_channel()
         self._group = register(client, "order_group")
-        self._claim = register(client, "gcra", "order_claim")
+        self._claim = register(client, "clock", "order_claim")
         self._touch = register(client, "order_touch")
         self._confirm = register(client, "order_confirm")
-        self._retry = register(client, "gcra", "order_retry")
+        self._retry = register(client, "clock", "order_retry")
         self._start = register(client, "order_start")
-        self._compensate = register(client, "gcra", "order_compensate")
+        self._compensate = register(client, "clock", "order_compensate")
         self._cancel = register(client, "order_cancel")
         self._leave = register(client, "order_leave")
-        self._release = register(client, "gcra", "order_release")
+        self._release = register(client, "clock", "order_release")
         self._requeue = register(client, "order_requeue")
 
     # -- the worker's side -----------------------------------------------------

@@ -119,8 +119,8 @@ class Payments:
         # Called with the sale id after this process gave stock back (the
         # script also publishes ``changed`` for the other processes).
         self._on_change = on_change
-        self._pay = register(client, "gcra", "order_pay")
-        self._expire = register(client, "gcra", "order_expire")
+        self._pay = register(client, "clock", "order_pay")
+        self._expire = register(client, "clock", "order_expire")
         # Redis TIME minus this host's clock (ms): which holds are due is
         # estimated with it (the script judges again on Redis TIME).
         self._offset_ms: float | None = None

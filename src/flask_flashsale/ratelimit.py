@@ -262,7 +262,7 @@ class RateLimiter:
         api_rate_limit_key: KeyFunc | str = "user_or_ip",
         per_bucket: bool | None = None,
     ) -> None:
-        self._script = register(client, "gcra", "ratelimit")
+        self._script = register(client, "clock", "gcra", "ratelimit")
         #: Start of every bucket key: ``<prefix>:rl:``.
         self.prefix = f"{key_prefix}:rl:"
         #: Whether successful responses carry ``RateLimit-*`` headers.

@@ -1,6 +1,7 @@
 """Loading the package's Lua scripts.
 
-Scripts are ``.lua`` files shipped as package data, read with
+Scripts are ``.lua`` files in the package's ``lua/`` folder, shipped as
+package data, read with
 :mod:`importlib.resources`, and registered once per client with redis-py's
 ``register_script`` (which runs them with ``EVALSHA`` and reloads them after a
 ``NOSCRIPT`` error, e.g. once Redis has restarted).
@@ -17,11 +18,12 @@ from typing import Any
 def source(*names: str) -> str:
     """Return the concatenated source of the named ``.lua`` files.
 
-    Shared helpers (``gcra.lua``) are prepended to the scripts that use them,
-    since a Redis script cannot include another.
+    Shared helpers (``clock.lua``: Redis time; ``gcra.lua``: the token bucket)
+    are prepended to the scripts that use them, since a Redis script cannot
+    include another.
     """
-    package = files(__package__)
-    return "\n".join(package.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
+    folder = files(__package__).joinpath("lua")
+    return "\n".join(folder.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
 
 
 def register(client: Any, *names: str) -> Any:

@@ -1,5 +1,5 @@
 -- GCRA token bucket, shared by admission.lua and ratelimit.lua (prepended by
--- scripts.py, since Redis scripts cannot include one another).
+-- scripts.py, since Redis scripts cannot include one another; after clock.lua).
 --
 -- A bucket is one key holding its "theoretical arrival time" (TAT) in ms. A
 -- bucket of `burst` tokens refilling one token every `interval` ms admits a
@@ -21,10 +21,4 @@ end
 
 local function gcra_commit(key, new_tat, now)
   redis.call('SET', key, new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
-end
-
--- Redis TIME in integer milliseconds.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end

@@ -1,5 +1,5 @@
 -- The waiting room's shared part, prepended to queue_join.lua and
--- queue_poll.lua by scripts.py (after gcra.lua, for now_ms).
+-- queue_poll.lua by scripts.py (after clock.lua, for now_ms).
 --
 -- KEYS[1] sale hash   KEYS[2] queue hash   KEYS[3] places hash
 --
