@@ -32,7 +32,6 @@ from flask import Flask, Response
 
 from . import signals
 from .models import Admission, Order, Ticket
-from .orders import GROUP
 
 if TYPE_CHECKING:
     from .extension import FlashSaleState
@@ -85,7 +84,7 @@ def available() -> bool:
 
 
 class RedisCollector:
-    """Reads the Redis gauges at scrape time, in two pipelined round trips.
+    """Reads the Redis gauges at scrape time (a few pipelined round trips).
 
     A Redis error skips these gauges for that scrape and counts it in
     ``flashsale_scrape_errors_total`` (which this collector yields, so a
@@ -120,30 +119,13 @@ class RedisCollector:
         )
 
     def _read(self) -> list[Any]:
+        """The gauges, from :func:`~flask_flashsale.status.read_status`: the figures
+        ``flask flashsale status`` and the dashboard show, read the same way."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        client, keys = self.state.client, self.state.keys
-        pipe = client.pipeline(transaction=False)
-        pipe.smembers(keys.sales_index())
-        pipe.smembers(keys.workers())
-        sale_ids, worker_names = (sorted(s) for s in pipe.execute())
-        pipe = client.pipeline(transaction=False)
-        for sale_id in sale_ids:
-            pipe.hget(keys.sale(sale_id), "remaining")
-            pipe.xlen(keys.stream(sale_id))
-            pipe.xpending(keys.stream(sale_id), GROUP)
-            pipe.xlen(keys.dead(sale_id))
-            pipe.zcard(keys.holds(sale_id))
-            pipe.hmget(keys.payments(sale_id), "paid", "expired")
-        for name in worker_names:
-            pipe.exists(keys.worker(name))
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            # A stream without the group yet answers XPENDING with an error;
-            # anything else (connection lost mid-pipeline) fails the scrape.
-            if isinstance(reply, Exception) and not _no_group(reply):
-                raise reply
+        from .status import read_status
 
+        status = read_status(self.state)
         stock = GaugeMetricFamily(
             "flashsale_stock_remaining",
             "Units of the sale not yet admitted (never below 0).",
@@ -180,32 +162,21 @@ class RedisCollector:
             "Unpaid holds expired by the workers (stock given back).",
             labels=["sale"],
         )
-        for i, sale_id in enumerate(sale_ids):
-            remaining, xlen, summary, dead_len, holds, (n_paid, n_expired) = replies[
-                6 * i : 6 * i + 6
-            ]
-            awaiting.add_metric([sale_id], int(holds))
-            paid.add_metric([sale_id], int(n_paid or 0))
-            expired.add_metric([sale_id], int(n_expired or 0))
-            in_hand = 0 if isinstance(summary, Exception) else int(summary["pending"])
-            if remaining is not None:
-                stock.add_metric([sale_id], max(int(remaining), 0))
-            length.add_metric([sale_id], int(xlen))
-            pending.add_metric([sale_id], in_hand)
-            lag.add_metric([sale_id], max(int(xlen) - in_hand, 0))
-            dead.add_metric([sale_id], int(dead_len))
-        live = sum(int(n) for n in replies[6 * len(sale_ids) :])
+        for sale in status.sales:
+            label = [sale.sale.id]
+            stock.add_metric(label, sale.sale.remaining)
+            length.add_metric(label, sale.queue.length)
+            pending.add_metric(label, sale.queue.pending)
+            lag.add_metric(label, sale.queue.lag)
+            dead.add_metric(label, sale.queue.dead_letters)
+            awaiting.add_metric(label, sale.payments.awaiting_payment)
+            paid.add_metric(label, sale.payments.paid)
+            expired.add_metric(label, sale.payments.expired)
         workers = GaugeMetricFamily(
             "flashsale_workers_live", "Workers whose heartbeat has not expired."
         )
-        workers.add_metric([], live)
+        workers.add_metric([], len(status.workers))
         return [stock, length, pending, lag, dead, workers, awaiting, paid, expired]
-
-
-def _no_group(exc: Exception) -> bool:
-    import redis
-
-    return isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc)
 
 
 class Metrics:
