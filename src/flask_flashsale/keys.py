@@ -182,6 +182,11 @@ class Keys:
         """Heartbeat hash of one autoscaling supervisor."""
         return f"{self.prefix}:supervisor:{name}"
 
+    def view_buckets(self) -> str:
+        """Start of every view rate limit's bucket key: ``<prefix>:rl:`` (then
+        ``<scope>:<key>``, see :class:`~flask_flashsale.ratelimit.RateLimiter`)."""
+        return f"{self.prefix}:rl:"
+
     def bucket(self, sale_id: str, name: str) -> str:
         """Token bucket inside the sale's slot (admission throttles)."""
         return f"{self.prefix}:{{{sale_id}}}:rl:{name}"

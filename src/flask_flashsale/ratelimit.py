@@ -23,6 +23,7 @@ from flask import current_app, has_request_context, request
 
 from . import signals
 from .errors import BackendUnavailable, ConfigurationError, RateLimited
+from .keys import Keys
 from .scripts import register
 
 if TYPE_CHECKING:
@@ -264,7 +265,7 @@ class RateLimiter:
     ) -> None:
         self._script = register(client, "clock", "gcra", "ratelimit")
         #: Start of every bucket key: ``<prefix>:rl:``.
-        self.prefix = f"{key_prefix}:rl:"
+        self.prefix = Keys(key_prefix).view_buckets()
         #: Whether successful responses carry ``RateLimit-*`` headers.
         self.headers = headers
         if per_bucket is None:
