@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
+import types
 from typing import Any
 
 import pytest
@@ -400,3 +402,43 @@ def test_entries_expire_after_the_ttl() -> None:
     assert cache.sale("tee", lambda _: None) is value
     clock.now += 0.002
     assert cache.sale("tee", lambda _: None) is None
+
+
+def subscribed_stub() -> Any:
+    """A stand-in for the events subscriber thread, subscribed (no Redis needed)."""
+    stub = types.SimpleNamespace(subscribed=threading.Event(), cache=None)
+    stub.subscribed.set()
+    return stub
+
+
+def test_a_sold_out_event_published_before_a_change_of_this_process_flags_nothing() -> None:
+    """The race behind a restock: the subscriber thread delivers the sell-out's
+    event after this process restocked (and cleared the flag)."""
+    cache = SaleCache(30, subscriber=subscribed_stub())
+    cache.own_change("tee")  # a restock this process wrote; its "changed" event is on its way
+    cache.apply("sold_out tee")  # published before the restock, delivered after it
+    assert not cache.sold_out("tee")
+    cache.apply("changed tee")  # the restock's own event comes back
+    cache.apply("sold_out tee")  # a sell-out after the restock
+    assert cache.sold_out("tee")
+
+
+def test_a_change_whose_event_never_comes_back_holds_sold_out_events_one_second_at_most() -> None:
+    now = [100.0]
+    cache = SaleCache(30, clock=lambda: now[0], subscriber=subscribed_stub())
+    cache.own_change("tee")
+    cache.apply("sold_out tee")
+    assert not cache.sold_out("tee")
+    now[0] += 1.01
+    cache.apply("sold_out tee")
+    assert cache.sold_out("tee")
+
+
+def test_a_change_made_before_subscribing_holds_no_sold_out_event() -> None:
+    """Its event is not coming back (nobody was listening): nothing to wait for."""
+    unsubscribed = subscribed_stub()
+    unsubscribed.subscribed.clear()
+    cache = SaleCache(30, subscriber=unsubscribed)
+    cache.own_change("tee")
+    cache.apply("sold_out tee")
+    assert cache.sold_out("tee")

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_flashsale")
 
 
+#: Seconds a ``sold_out`` event is held stale after a change of this process
+#: (:meth:`SaleCache.own_change`), at most: its own ``changed`` event ends it sooner.
+OWN_CHANGE_WAIT = 1.0
+
+
 class SaleCache:
     """Sale data and sold-out flags of one app, each kept for ``ttl`` seconds.
 
@@ -73,6 +78,9 @@ class SaleCache:
         self._list: tuple[float, tuple[Sale, ...]] | None = None
         self._known: list[str] = []
         self._sold_out: dict[str, float] = {}
+        # Changes this process made whose own "changed" event has not come
+        # back yet: sale id -> (count, deadline). See own_change().
+        self._awaiting: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         if subscriber is not None:
             subscriber.cache = self
@@ -155,10 +163,28 @@ class SaleCache:
                 self._sales.pop(sale_id, None)
                 self._sold_out.pop(sale_id, None)
 
+    def own_change(self, sale_id: str) -> None:
+        """This process changed ``sale_id`` in Redis and a ``changed`` event is on
+        its way (published by the script, or by :meth:`changed`): forget the sale.
+
+        Until that event comes back through the subscriber (or for one
+        second), a ``sold_out`` event for the sale is stale: it was published
+        before the change (events arrive in order), so it must not flag a sale
+        this process has just restocked.
+        """
+        subscriber = self.subscriber
+        if subscriber is not None and subscriber.subscribed.is_set():
+            # (Not subscribed: the event will not come back, and no earlier
+            # event is waiting to be delivered either.)
+            with self._lock:
+                count, _ = self._awaiting.get(sale_id, (0, 0.0))
+                self._awaiting[sale_id] = (count + 1, self._clock() + OWN_CHANGE_WAIT)
+        self.invalidate(sale_id)
+
     def changed(self, sale_id: str) -> None:
         """An admin change to ``sale_id`` was written: forget it here, and tell
         every other process (one ``PUBLISH``)."""
-        self.invalidate(sale_id)
+        self.own_change(sale_id)
         if self._client is not None and self._channel:
             self._client.publish(self._channel, event(CHANGED, sale_id))
 
@@ -169,9 +195,16 @@ class SaleCache:
         if not sale_id:
             return
         if kind == CHANGED:
+            with self._lock:
+                count, deadline = self._awaiting.pop(sale_id, (0, 0.0))
+                if count > 1:
+                    self._awaiting[sale_id] = (count - 1, deadline)
             self.invalidate(sale_id)
         elif kind == SOLD_OUT and self.ttl > 0:
             with self._lock:
+                awaiting = self._awaiting.get(sale_id)
+                if awaiting is not None and awaiting[1] > self._clock():
+                    return  # published before a change of ours that is not back yet
                 self.invalidations += 1
                 self._flag(sale_id)
 

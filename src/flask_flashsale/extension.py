@@ -133,10 +133,10 @@ class FlashSaleState:
             self.client,
             self.keys,
             ticket_ttl=settings.ticket_ttl,
-            on_change=self.cache.invalidate,
+            on_change=self.cache.own_change,
         )
         #: Payments of tickets and their counters (:meth:`FlashSale.mark_paid`).
-        self.payments = Payments(self.client, self.keys, on_change=self.cache.invalidate)
+        self.payments = Payments(self.client, self.keys, on_change=self.cache.own_change)
         #: The in-process worker thread (``FLASHSALE_INLINE_WORKER``), else ``None``;
         #: ``state.inline_worker.stop()`` stops it.
         self.inline_worker: InlineWorker | None = None

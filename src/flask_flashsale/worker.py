@@ -204,10 +204,10 @@ class Worker:
             self.client,
             state.keys,
             ticket_ttl=settings.ticket_ttl,
-            on_change=state.cache.invalidate,
+            on_change=state.cache.own_change,
         )
         #: Payments and expiry of unpaid holds, on the worker's client.
-        self.payments = Payments(self.client, state.keys, on_change=state.cache.invalidate)
+        self.payments = Payments(self.client, state.keys, on_change=state.cache.own_change)
         self._next_expiry = 0.0
         self._expiring = threading.Lock()
         self._consumers = [
