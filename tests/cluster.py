@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from tests.redis_server import stop_process
+
 #: Seconds a master may be unreachable before the cluster fails it over.
 NODE_TIMEOUT_MS = 2000
 #: Seconds a sentinel waits before calling a master down.
@@ -113,14 +115,7 @@ class _Node:
 
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 5 s) and wait."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
         self.process = None
 
 
