@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Settings
+    from .protocols import RedisClient
 
 logger = logging.getLogger("flask_flashsale")
 
@@ -293,7 +294,7 @@ class GuardedCluster(RedisCluster):
         return pipe
 
 
-def guard(client: Any, breaker: CircuitBreaker | None) -> Any:
+def guard(client: RedisClient, breaker: CircuitBreaker | None) -> RedisClient:
     """Put ``breaker`` in front of ``client``; return the client to use.
 
     Plain :class:`redis.Redis` clients (``redis://``, ``rediss://``,

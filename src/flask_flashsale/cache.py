@@ -26,12 +26,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .events import CHANGED, SOLD_OUT, event, parse_event
 
 if TYPE_CHECKING:
     from .models import Sale
+    from .protocols import EventsClient, RedisClient
 
 logger = logging.getLogger("flask_flashsale")
 
@@ -54,7 +55,7 @@ class SaleCache:
         self,
         ttl: float,
         *,
-        client: Any = None,
+        client: RedisClient | None = None,
         channel: str = "",
         subscriber: Subscriber | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -242,7 +243,7 @@ class Subscriber:
 
     def __init__(
         self,
-        client: Any,
+        client: EventsClient,
         channel: str,
         *,
         poll: float = 0.5,
@@ -341,7 +342,7 @@ class Subscriber:
         self.subscribed.clear()
 
 
-def client_address(client: Any) -> str:
+def client_address(client: object) -> str:
     """``host:port`` (or the socket path) a redis-py client connects to, for log lines."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if "path" in kwargs:

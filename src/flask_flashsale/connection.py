@@ -34,8 +34,9 @@ from redis.sentinel import SentinelConnectionPool
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
+    from .breaker import CircuitBreaker, GuardedCluster
     from .config import Settings
+    from .protocols import EventsClient, RedisClient
 
 #: What :class:`redis.BlockingConnectionPool` raises when no connection could be
 #: had in time: our own load, not a Redis outage.
@@ -206,7 +207,7 @@ def _redis(url: str, settings: Settings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def _memory(url: str, settings: Settings) -> Any:
+def _memory(url: str, settings: Settings) -> RedisClient:
     try:
         import fakeredis
     except ImportError:  # pragma: no cover - depends on the environment
@@ -258,16 +259,16 @@ class Backend:
             raise RuntimeError("this backend was made from a URL alone")
         return self.settings
 
-    def client(self, breaker: CircuitBreaker | None = None) -> Any:
+    def client(self, breaker: CircuitBreaker | None = None) -> RedisClient:
         """The app's client (one shared, blocking pool), guarded by ``breaker``."""
         from .breaker import guard
 
         return guard(self._client(self._settings()), breaker)
 
-    def _client(self, settings: Settings) -> Any:
+    def _client(self, settings: Settings) -> RedisClient:
         return _redis(self.url, settings)
 
-    def events_client(self, client: Any) -> Any:
+    def events_client(self, client: RedisClient) -> EventsClient:
         """The client the cache subscriber listens with (``.pubsub()``).
 
         Its own client with a one-connection pool, so the subscription never
@@ -276,7 +277,7 @@ class Backend:
         """
         return self._client(dataclasses.replace(self._settings(), pool_size=1))
 
-    def blocking_client(self, block: float) -> Any:
+    def blocking_client(self, block: float) -> RedisClient:
         """The worker's own client: its reads block ``block`` seconds, longer than
         the app's socket timeout allows.
 
@@ -340,7 +341,7 @@ class ClusterBackend(Backend):
         """Read the password and the startup nodes."""
         self.password, self.nodes, _ = _hosts(self.url, 6379)
 
-    def _client(self, settings: Settings) -> Any:
+    def _client(self, settings: Settings) -> GuardedCluster:
         from redis.cluster import ClusterNode
 
         from .breaker import GuardedCluster
@@ -355,7 +356,7 @@ class ClusterBackend(Backend):
             decode_responses=True,
         )
 
-    def events_client(self, client: Any) -> Any:
+    def events_client(self, client: RedisClient) -> EventsClient:
         """Subscribes on a random node of ``client``'s cluster each time.
 
         ``PUBLISH`` on a Cluster reaches every node, replicas too, so any node
@@ -363,7 +364,7 @@ class ClusterBackend(Backend):
         """
         return _ClusterEvents(client)
 
-    def blocking_client(self, block: float) -> Any:
+    def blocking_client(self, block: float) -> RedisClient:
         """Not used: a cluster worker polls each stream on its own node."""
         raise ConfigurationError("a Redis Cluster worker does not block across streams")
 
@@ -417,8 +418,9 @@ class SentinelBackend(Backend):
             socket_connect_timeout=min(s.connect_timeout, socket_timeout),
         )
 
-    def _master(self, settings: Settings, socket_timeout: float, **kwargs: Any) -> Any:
-        return self.sentinel(socket_timeout).master_for(
+    def _master(self, settings: Settings, socket_timeout: float, **kwargs: Any) -> RedisClient:
+        # A redis.Redis (redis-py leaves master_for unannotated).
+        master: RedisClient = self.sentinel(socket_timeout).master_for(
             self.service,
             db=self.db,
             password=self.password,
@@ -430,15 +432,16 @@ class SentinelBackend(Backend):
             connection_pool_class=SentinelPool,
             **kwargs,
         )
+        return master
 
-    def _client(self, settings: Settings) -> Any:
+    def _client(self, settings: Settings) -> RedisClient:
         return self._master(
             settings,
             settings.socket_timeout,
             max_connections=settings.pool_size,
         )
 
-    def blocking_client(self, block: float) -> Any:
+    def blocking_client(self, block: float) -> RedisClient:
         """The worker's own client on the current master (followed across failovers)."""
         s = self._settings()
         return self._master(s, block + max(1.0, s.socket_timeout))
@@ -488,14 +491,14 @@ class MemoryBackend(Backend):
     can_block = False
     process_local = True
 
-    def _client(self, settings: Settings) -> Any:
+    def _client(self, settings: Settings) -> RedisClient:
         return _memory(self.url, settings)
 
-    def events_client(self, client: Any) -> Any:
+    def events_client(self, client: RedisClient) -> EventsClient:
         """The app's client itself: the embedded store has no other way in."""
         return client
 
-    def blocking_client(self, block: float) -> Any:
+    def blocking_client(self, block: float) -> RedisClient:
         """Not used: a ``memory://`` worker polls."""
         raise ConfigurationError("memory:// does not block")
 
@@ -528,6 +531,6 @@ def backend_from_settings(settings: Settings) -> Backend:
     return backend_class(settings.redis_url)(settings.redis_url, settings)
 
 
-def client_from_settings(settings: Settings) -> Any:
+def client_from_settings(settings: Settings) -> RedisClient:
     """A new unguarded client for ``FLASHSALE_REDIS_URL`` (its own connection pool)."""
     return backend_from_settings(settings)._client(settings)

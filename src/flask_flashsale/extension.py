@@ -6,8 +6,9 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 
@@ -33,6 +34,9 @@ from .status import Status, read_status
 from .strategies import InventoryStrategy, build_strategy
 from .waiting import QueueStatus, WaitingRoom
 from .worker import InlineWorker, Worker
+
+if TYPE_CHECKING:
+    from .protocols import Script
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
@@ -99,7 +103,7 @@ class FlashSaleState:
         #: The app's Redis client (one shared, blocking connection pool).
         self.client = self.backend.client(self.breaker)
         #: Registered Lua scripts, by name.
-        self.scripts: dict[str, Any] = {
+        self.scripts: dict[str, Script] = {
             "admission": register(self.client, "clock", "gcra", "admission"),
             "sale_create": register(self.client, "sale_create"),
             "sale_restock": register(self.client, "sale_restock"),
@@ -322,14 +326,14 @@ class FlashSale:
         *,
         stock: int,
         price: Decimal | str | int | None = None,
-        starts_at: Any = None,
-        ends_at: Any = None,
+        starts_at: datetime | float | None = None,
+        ends_at: datetime | float | None = None,
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
         payment_timeout: float | None = None,
         fairness: str = "none",
         admit_rate: float | None = None,
-        queue_opens_at: Any = None,
+        queue_opens_at: datetime | float | None = None,
     ) -> Sale:
         """Define or replace a sale and return it.
 

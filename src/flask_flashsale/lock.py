@@ -27,9 +27,7 @@ from redis.lock import Lock as RedisLock
 from .errors import LockLost, LockNotAcquired
 
 if TYPE_CHECKING:
-    from redis import Redis
-    from redis.cluster import RedisCluster
-    from redis.commands.core import Script
+    from .protocols import RedisClient, Script
 
 
 class _Lease(RedisLock):
@@ -37,7 +35,7 @@ class _Lease(RedisLock):
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        client: RedisClient,
         key: str,
         fence_key: str,
         script: Script,
@@ -84,7 +82,7 @@ class FencedLock:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        client: RedisClient,
         key: str,
         fence_key: str,
         *,

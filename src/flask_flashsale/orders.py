@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -35,6 +35,9 @@ from .events import CHANGED, event
 from .keys import Keys, check_sale_id, split_ticket_id
 from .models import Order, from_millis
 from .scripts import register
+
+if TYPE_CHECKING:
+    from .protocols import RedisClient
 
 #: Name of the consumer group every worker joins, on every sale's stream.
 GROUP = "workers"
@@ -157,7 +160,7 @@ class OrderQueue:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
         *,
         ticket_ttl: int,

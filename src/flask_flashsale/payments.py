@@ -34,13 +34,16 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PaymentRefused, PaymentTooLate, TicketNotFound
 from .events import CHANGED, event
 from .keys import Keys, join_ticket_id, split_ticket_id
 from .models import Ticket, from_millis
 from .scripts import register
+
+if TYPE_CHECKING:
+    from .protocols import RedisClient
 
 #: Holds one expiry script call takes at most (per sale).
 EXPIRY_BATCH = 100
@@ -108,7 +111,7 @@ class Payments:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
         *,
         on_change: Callable[[str], None] | None = None,

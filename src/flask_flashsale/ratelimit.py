@@ -28,10 +28,9 @@ from .scripts import register
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask, Response
-    from redis import Redis
-    from redis.cluster import RedisCluster
 
     from .extension import FlashSaleState
+    from .protocols import RedisClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -255,7 +254,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        client: RedisClient,
         key_prefix: str,
         *,
         headers: bool = True,

@@ -43,13 +43,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import ResponseError
 
 from .errors import LockLost, SaleNotFound
 from .keys import TICKET_ID, Keys, join_ticket_id
 from .lock import FencedLock
+
+if TYPE_CHECKING:
+    from .protocols import RedisClient, Script
 
 #: What a :data:`ReconcileSource` returns: ``{user_id: units}`` of the host's
 #: confirmed orders, or those orders as ``(order_id, user_id, units)`` rows.
@@ -201,7 +204,7 @@ def _token(ticket_id: str) -> str:
     return ticket_id.split("~", 1)[1]
 
 
-def _snapshot(client: Any, keys: Keys, sale_id: str) -> _Snapshot | None:
+def _snapshot(client: RedisClient, keys: Keys, sale_id: str) -> _Snapshot | None:
     """Sale, buyers and tickets of one sale, read in one MULTI/EXEC."""
     tokens = [
         keys.ticket_token(sale_id, key)
@@ -326,10 +329,10 @@ class Reconciler:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
-        fix_script: Any,
-        lock_script: Any,
+        fix_script: Script,
+        lock_script: Script,
         *,
         ticket_ttl: int = 7 * 24 * 3600,
     ) -> None:
@@ -414,7 +417,7 @@ class Reconciler:
             outcome, remaining, oversold = self._fix(
                 keys=[k.sale(sale_id), k.users(sale_id), lock.key, *stale, *missing],
                 args=[
-                    lock.holder,
+                    cast(str, lock.holder),  # held: _repair runs inside `with lock`
                     found.remaining_delta,
                     STALE_REASON,
                     len(stale),

@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .keys import Keys
 from .models import from_millis
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .protocols import RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,9 @@ class SupervisorInfo:
         }
 
 
-def _beat(client: Any, index: str, key: str, name: str, fields: dict[str, Any], ttl: float) -> None:
+def _beat(
+    client: RedisClient, index: str, key: str, name: str, fields: dict[str, Any], ttl: float
+) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, mapping=fields)
     pipe.pexpire(key, max(1, int(ttl * 1000)))
@@ -119,14 +126,16 @@ def _beat(client: Any, index: str, key: str, name: str, fields: dict[str, Any], 
     pipe.execute()
 
 
-def _unregister(client: Any, index: str, key: str, name: str) -> None:
+def _unregister(client: RedisClient, index: str, key: str, name: str) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.delete(key)
     pipe.srem(index, name)
     pipe.execute()
 
 
-def _live(client: Any, index: str, key: Any) -> list[tuple[str, dict[str, str]]]:
+def _live(
+    client: RedisClient, index: str, key: Callable[[str], str]
+) -> list[tuple[str, dict[str, str]]]:
     """``(name, hash)`` of every entry of ``index`` whose hash has not expired; forgets the rest."""
     names = sorted(client.smembers(index))
     if not names:
@@ -149,18 +158,18 @@ def _when(data: dict[str, str], field: str) -> datetime | None:
     return from_millis(int(data[field])) if data.get(field) else None
 
 
-def beat(client: Any, keys: Keys, name: str, fields: dict[str, Any], ttl: float) -> None:
+def beat(client: RedisClient, keys: Keys, name: str, fields: dict[str, Any], ttl: float) -> None:
     """Record a heartbeat: the worker counts as alive for ``ttl`` seconds."""
     _beat(client, keys.workers(), keys.worker(name), name, fields, ttl)
 
 
-def unregister(client: Any, keys: Keys, name: str) -> None:
+def unregister(client: RedisClient, keys: Keys, name: str) -> None:
     """Remove a stopping worker from the registry."""
     _unregister(client, keys.workers(), keys.worker(name), name)
 
 
 def beat_supervisor(
-    client: Any,
+    client: RedisClient,
     keys: Keys,
     name: str,
     fields: dict[str, Any],
@@ -172,12 +181,12 @@ def beat_supervisor(
     _beat(client, keys.supervisors(), keys.supervisor(name), name, fields, ttl)
 
 
-def unregister_supervisor(client: Any, keys: Keys, name: str) -> None:
+def unregister_supervisor(client: RedisClient, keys: Keys, name: str) -> None:
     """Remove a stopped supervisor from the registry."""
     _unregister(client, keys.supervisors(), keys.supervisor(name), name)
 
 
-def live_supervisors(client: Any, keys: Keys) -> list[SupervisorInfo]:
+def live_supervisors(client: RedisClient, keys: Keys) -> list[SupervisorInfo]:
     """Every supervisor whose heartbeat has not expired, by name; forgets the others."""
     out = []
     for name, data in _live(client, keys.supervisors(), keys.supervisor):
@@ -204,7 +213,7 @@ def live_supervisors(client: Any, keys: Keys) -> list[SupervisorInfo]:
 
 
 def live_workers(
-    client: Any, keys: Keys, supervisors: list[SupervisorInfo] | None = None
+    client: RedisClient, keys: Keys, supervisors: list[SupervisorInfo] | None = None
 ) -> list[WorkerInfo]:
     """Every worker whose heartbeat has not expired, by name; forgets the others.
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidSaleId, SaleNotFound
 from .keys import Keys, check_sale_id
 from .models import Fairness, Sale, from_millis, to_millis, to_price
 from .payments import payment_timeout_ms
 from .views import RESERVED_SALE_IDS
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .protocols import RedisClient, Script
 
 #: The waiting room's modes (``create_sale(fairness=...)``).
 FAIRNESS_MODES = ("none", "fifo", "lottery")
@@ -96,7 +101,7 @@ def check_fairness(
 class SaleStore:
     """Reads and writes sale definitions; every write is atomic with admissions."""
 
-    def __init__(self, client: Any, keys: Keys, scripts: dict[str, Any]) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, scripts: Mapping[str, Script]) -> None:
         self.client = client
         self.keys = keys
         self._create = scripts["sale_create"]
@@ -108,14 +113,14 @@ class SaleStore:
         *,
         stock: int,
         price: Decimal | str | int | None = None,
-        starts_at: Any = None,
-        ends_at: Any = None,
+        starts_at: datetime | float | None = None,
+        ends_at: datetime | float | None = None,
         per_user_limit: int = 1,
         info: dict[str, Any] | None = None,
         payment_timeout: float | None = None,
         fairness: str = "none",
         admit_rate: float | None = None,
-        queue_opens_at: Any = None,
+        queue_opens_at: datetime | float | None = None,
     ) -> Sale:
         """Define or replace a sale (see :meth:`FlashSale.create_sale`)."""
         check_sale_id(sale_id)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocols import RedisClient, Script
 
 
 @cache
@@ -26,6 +29,6 @@ def source(*names: str) -> str:
     return "\n".join(folder.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
 
 
-def register(client: Any, *names: str) -> Any:
+def register(client: RedisClient, *names: str) -> Script:
     """Register the script made of ``names`` on ``client``; return the callable."""
     return client.register_script(source(*names))

@@ -61,6 +61,7 @@ from .models import from_millis
 
 if TYPE_CHECKING:
     from .cache import SaleCache
+    from .protocols import RedisClient, Script
 
 #: How often (seconds) a web process re-reads a sale's queue while buyers poll it.
 REFRESH_SECONDS = 0.1
@@ -246,11 +247,11 @@ class WaitingRoom:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
         *,
-        join_script: Any,
-        poll_script: Any,
+        join_script: Script,
+        poll_script: Script,
         secret: bytes,
         pass_ttl: float,
         cache: SaleCache | None = None,
@@ -287,7 +288,7 @@ class WaitingRoom:
     def _keys(self, sale_id: str) -> list[str]:
         return [self.keys.sale(sale_id), self.keys.queue(sale_id), self.keys.places(sale_id)]
 
-    def _run(self, script: Any, sale_id: str, args: list[Any]) -> tuple[str, _Snapshot, str]:
+    def _run(self, script: Script, sale_id: str, args: list[Any]) -> tuple[str, _Snapshot, str]:
         sent = self._clock()
         reply = script(keys=self._keys(sale_id), args=[*args])
         received = self._clock()
