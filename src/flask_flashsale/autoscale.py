@@ -50,6 +50,7 @@ from .registry import SupervisedWorker
 from .worker import SIGNAL_REPEAT_WINDOW, WORKER_NAME, Worker, default_name
 
 if TYPE_CHECKING:
+    from ctypes import c_longlong
     from multiprocessing.process import BaseProcess
     from types import FrameType
 
@@ -198,7 +199,7 @@ class _Child:
 
     __slots__ = ("name", "pid", "process", "settled", "started", "stopping")
 
-    def __init__(self, name: str, process: BaseProcess, settled: Any) -> None:
+    def __init__(self, name: str, process: BaseProcess, settled: c_longlong) -> None:
         self.name = name
         self.process = process
         self.pid = process.pid or 0
@@ -533,7 +534,9 @@ def _describe(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-def _worker_main(app: Flask, name: str, concurrency: int, supervisor: int, settled: Any) -> None:
+def _worker_main(
+    app: Flask, name: str, concurrency: int, supervisor: int, settled: c_longlong
+) -> None:
     """Body of a worker process: the normal worker loop, until stopped or orphaned."""
     worker = Worker(app, name=name, concurrency=concurrency)
     for sig in _SIGNALS:  # until run() installs the worker's own handlers
@@ -554,7 +557,9 @@ def _worker_main(app: Flask, name: str, concurrency: int, supervisor: int, settl
         settled.value = worker.processed
 
 
-def _watch_supervisor(worker: Worker, supervisor: int, settled: Any, done: threading.Event) -> None:
+def _watch_supervisor(
+    worker: Worker, supervisor: int, settled: c_longlong, done: threading.Event
+) -> None:
     """Report the worker's count; stop it gracefully if the supervisor dies (SIGKILL, OOM)."""
     while not done.wait(ORPHAN_CHECK):
         settled.value = worker.processed

@@ -16,7 +16,7 @@ declarations.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
 
@@ -27,7 +27,7 @@ N = TypeVar("N", int, float)
 
 #: Reads one key from a Flask config: ``read(config, key) -> value``, raising
 #: :class:`~flask_flashsale.ConfigurationError` that names ``key``.
-Reader = Callable[[Any, str], T]
+Reader = Callable[[Mapping[str, Any], str], T]
 
 STRATEGIES = ("lua", "optimistic", "lock")
 
@@ -37,22 +37,22 @@ def setting(key: str, default: Any, read: Reader[T]) -> T:
     return cast(T, field(metadata={"key": key, "default": default, "read": read}))
 
 
-def _as_given(config: Any, key: str) -> Any:
+def _as_given(config: Mapping[str, Any], key: str) -> Any:
     return config[key]
 
 
-def _flag(config: Any, key: str) -> bool:
+def _flag(config: Mapping[str, Any], key: str) -> bool:
     return bool(config[key])
 
 
-def _optional(config: Any, key: str) -> Any:
+def _optional(config: Mapping[str, Any], key: str) -> Any:
     return config[key] or None
 
 
 def _number(kind: type[N], minimum: float) -> Reader[N]:
     """A number of type ``kind`` that is at least ``minimum``."""
 
-    def read(config: Any, key: str) -> N:
+    def read(config: Mapping[str, Any], key: str) -> N:
         raw = config[key]
         try:
             value = kind(raw)
@@ -73,7 +73,7 @@ def _float(minimum: float) -> Reader[float]:
     return _number(float, minimum)
 
 
-def _rate(config: Any, key: str) -> str | None:
+def _rate(config: Mapping[str, Any], key: str) -> str | None:
     """A rate setting (``"5/second;burst=10"``), checked here so the error names ``key``."""
     from .ratelimit import parse_rate
 
@@ -83,14 +83,14 @@ def _rate(config: Any, key: str) -> str | None:
     return cast("str | None", raw)
 
 
-def _strategy(config: Any, key: str) -> str:
+def _strategy(config: Mapping[str, Any], key: str) -> str:
     strategy = str(config[key])
     if strategy not in STRATEGIES:
         raise ConfigurationError(f"{key} must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     return strategy
 
 
-def _key_prefix(config: Any, key: str) -> str:
+def _key_prefix(config: Mapping[str, Any], key: str) -> str:
     prefix = str(config[key])
     if not prefix or any(c in prefix for c in "{} \t\n"):
         raise ConfigurationError(
@@ -99,7 +99,7 @@ def _key_prefix(config: Any, key: str) -> str:
     return prefix
 
 
-def _redis_url(config: Any, key: str) -> str:
+def _redis_url(config: Mapping[str, Any], key: str) -> str:
     """The URL; its scheme picks the backend, so a bad URL fails here, at start-up."""
     from .connection import backend_class
 
@@ -108,7 +108,7 @@ def _redis_url(config: Any, key: str) -> str:
     return url
 
 
-def _inline_worker(config: Any, key: str) -> bool:
+def _inline_worker(config: Mapping[str, Any], key: str) -> bool:
     """As configured; unset (``None``): on for a process-local backend (``memory://``)."""
     inline = config[key]
     if inline is None:
@@ -118,14 +118,14 @@ def _inline_worker(config: Any, key: str) -> bool:
     return bool(inline)
 
 
-def _url_prefix(config: Any, key: str) -> str:
+def _url_prefix(config: Mapping[str, Any], key: str) -> str:
     url_prefix = str(config[key]).rstrip("/")
     if not url_prefix.startswith("/"):
         raise ConfigurationError(f"{key} must start with '/'; got {config[key]!r}")
     return url_prefix
 
 
-def _metrics_enabled(config: Any, key: str) -> bool:
+def _metrics_enabled(config: Mapping[str, Any], key: str) -> bool:
     from .metrics import available
 
     wanted = config[key]
@@ -136,7 +136,7 @@ def _metrics_enabled(config: Any, key: str) -> bool:
     return bool(wanted)
 
 
-def _metrics_path(config: Any, key: str) -> str | None:
+def _metrics_path(config: Mapping[str, Any], key: str) -> str | None:
     path = config[key]
     if not path:
         return None
@@ -145,7 +145,7 @@ def _metrics_path(config: Any, key: str) -> str | None:
     return str(path)
 
 
-def _path(config: Any, key: str) -> str | None:
+def _path(config: Mapping[str, Any], key: str) -> str | None:
     """A URL path setting: ``None``/empty turns the feature off; otherwise it starts with '/'."""
     path = config[key]
     if not path:
@@ -177,7 +177,7 @@ def normalize_origin(value: str) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def _allowed_origins(config: Any, key: str) -> frozenset[str]:
+def _allowed_origins(config: Mapping[str, Any], key: str) -> frozenset[str]:
     raw = config[key]
     if not raw:
         return frozenset()
@@ -268,7 +268,7 @@ class Settings:
 DEFAULTS: dict[str, Any] = {f.metadata["key"]: f.metadata["default"] for f in fields(Settings)}
 
 
-def load(config: Any) -> Settings:
+def load(config: MutableMapping[str, Any]) -> Settings:
     """Set the defaults on ``config`` (a Flask config) and return validated settings.
 
     Raises :class:`~flask_flashsale.ConfigurationError` naming the bad key, so a

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response
 
@@ -61,7 +61,14 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def child_exit(server: Any, worker: Any) -> None:
+class GunicornWorker(Protocol):
+    """What :func:`child_exit` reads of gunicorn's worker (gunicorn is not a dependency)."""
+
+    #: The worker process's id.
+    pid: int
+
+
+def child_exit(server: object, worker: GunicornWorker) -> None:
     """gunicorn's ``child_exit`` hook for multiprocess mode: in ``gunicorn.conf.py``,
     ``from flask_flashsale.metrics import child_exit``.
 
@@ -225,13 +232,13 @@ class Metrics:
         signals.order_failed.connect(self._failed, app)
         signals.order_expired.connect(self._expired, app)
 
-    def _confirmed(self, sender: Any, order: Order, **extra: Any) -> None:
+    def _confirmed(self, sender: object, order: Order, **extra: Any) -> None:
         self.settled.labels(order.sale_id, "confirmed").inc()
 
-    def _failed(self, sender: Any, order: Order, **extra: Any) -> None:
+    def _failed(self, sender: object, order: Order, **extra: Any) -> None:
         self.settled.labels(order.sale_id, "failed").inc()
 
-    def _expired(self, sender: Any, ticket: Ticket, **extra: Any) -> None:
+    def _expired(self, sender: object, ticket: Ticket, **extra: Any) -> None:
         self.settled.labels(ticket.sale_id, "expired").inc()
 
     def response(self) -> Response:
