@@ -31,6 +31,7 @@ touches one slot and the design runs unchanged on Redis Cluster::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from .errors import InvalidRequest, InvalidSaleId, TicketNotFound
@@ -242,6 +243,127 @@ class Keys:
             base + "rl:sale",
             base + "buyers",
         )
+
+    # -- the keys of each script, in the order of its KEYS ---------------------
+    # ``admission.lua`` has :meth:`admission`; ``lock_acquire.lua`` takes
+    # :meth:`host_lock` or :meth:`sale_lock`; ``ratelimit.lua`` takes the view
+    # buckets it is given (under :meth:`view_buckets`).
+
+    def sale_lock(self, sale_id: str) -> tuple[str, str]:
+        """``(lock key, fencing counter key)`` of the sale's lock (``lock_acquire.lua``)."""
+        return self.lock(sale_id), self.fence(sale_id)
+
+    def sale_create(self, sale_id: str) -> tuple[str]:
+        """``sale_create.lua``: the sale's hash."""
+        return (self.sale(sale_id),)
+
+    def sale_restock(self, sale_id: str) -> tuple[str]:
+        """``sale_restock.lua``: the sale's hash."""
+        return (self.sale(sale_id),)
+
+    def queue_scripts(self, sale_id: str) -> tuple[str, str, str]:
+        """``queue_join.lua`` and ``queue_poll.lua``: the sale, its waiting room, its places."""
+        return self.sale(sale_id), self.queue(sale_id), self.places(sale_id)
+
+    def order_group(self, sale_id: str) -> tuple[str, str]:
+        """``order_group.lua``: the sale, its orders stream."""
+        return self.sale(sale_id), self.stream(sale_id)
+
+    def order_claim(self, sale_id: str) -> tuple[str, str, str]:
+        """``order_claim.lua``: the stream, the retry schedule, the attempts."""
+        return self.stream(sale_id), self.retry(sale_id), self.attempts(sale_id)
+
+    def order_touch(self, sale_id: str) -> tuple[str]:
+        """``order_touch.lua``: the stream."""
+        return (self.stream(sale_id),)
+
+    def order_confirm(self, sale_id: str, tickets: Iterable[str]) -> tuple[str, ...]:
+        """``order_confirm.lua``: the stream, the retry schedule, the attempts,
+        the sale, its holds, then the ``tickets`` (ticket keys, one per entry confirmed)."""
+        return (
+            self.stream(sale_id),
+            self.retry(sale_id),
+            self.attempts(sale_id),
+            self.sale(sale_id),
+            self.holds(sale_id),
+            *tickets,
+        )
+
+    def order_release(self, sale_id: str) -> tuple[str, str]:
+        """``order_release.lua``: the stream, the retry schedule."""
+        return self.stream(sale_id), self.retry(sale_id)
+
+    def order_start(self, sale_id: str, token: str) -> tuple[str, str, str]:
+        """``order_start.lua``: the stream, the attempts, the ticket."""
+        return self.stream(sale_id), self.attempts(sale_id), self.ticket(sale_id, token)
+
+    def order_retry(self, sale_id: str) -> tuple[str, str, str]:
+        """``order_retry.lua``: the stream, the retry schedule, the attempts."""
+        return self.stream(sale_id), self.retry(sale_id), self.attempts(sale_id)
+
+    def order_compensate(self, sale_id: str, token: str) -> tuple[str, ...]:
+        """``order_compensate.lua``: the stream, the ticket, the sale, its users,
+        the dead letters, the retry schedule, the attempts."""
+        return (
+            self.stream(sale_id),
+            self.ticket(sale_id, token),
+            self.sale(sale_id),
+            self.users(sale_id),
+            self.dead(sale_id),
+            self.retry(sale_id),
+            self.attempts(sale_id),
+        )
+
+    def order_leave(self, sale_id: str) -> tuple[str]:
+        """``order_leave.lua``: the stream."""
+        return (self.stream(sale_id),)
+
+    def order_cancel(self, sale_id: str, token: str) -> tuple[str, str, str, str]:
+        """``order_cancel.lua``: the ticket, the sale, its users, its holds."""
+        return (
+            self.ticket(sale_id, token),
+            self.sale(sale_id),
+            self.users(sale_id),
+            self.holds(sale_id),
+        )
+
+    def order_requeue(self, sale_id: str, token: str) -> tuple[str, ...]:
+        """``order_requeue.lua``: the dead letters, the stream, the sale, its users, the ticket."""
+        return (
+            self.dead(sale_id),
+            self.stream(sale_id),
+            self.sale(sale_id),
+            self.users(sale_id),
+            self.ticket(sale_id, token),
+        )
+
+    def order_pay(self, sale_id: str, token: str) -> tuple[str, str, str, str]:
+        """``order_pay.lua``: the ticket, the sale, its holds, its payment counters."""
+        return (
+            self.ticket(sale_id, token),
+            self.sale(sale_id),
+            self.holds(sale_id),
+            self.payments(sale_id),
+        )
+
+    def order_expire(self, sale_id: str, tokens: Iterable[str]) -> tuple[str, ...]:
+        """``order_expire.lua``: the sale, its users, holds, payment counters and
+        stream, then the ticket of each of ``tokens``."""
+        return (
+            self.sale(sale_id),
+            self.users(sale_id),
+            self.holds(sale_id),
+            self.payments(sale_id),
+            self.stream(sale_id),
+            *(self.ticket(sale_id, token) for token in tokens),
+        )
+
+    def reconcile_fix(
+        self, sale_id: str, stale: Iterable[str], missing: Iterable[str]
+    ) -> tuple[str, ...]:
+        """``reconcile_fix.lua``: the sale, its users, its lock, then the ``stale``
+        tickets (to mark failed) and the ``missing`` ones (to restore), as ticket keys."""
+        return (self.sale(sale_id), self.users(sale_id), self.lock(sale_id), *stale, *missing)
 
     def sale_keys(self, sale_id: str) -> list[str]:
         """Every key of the sale with a fixed name (not tickets, not throttle buckets).

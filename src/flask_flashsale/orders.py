@@ -194,8 +194,7 @@ class OrderQueue:
 
     def ensure_group(self, sale_id: str) -> bool:
         """Create the group on the sale's stream (from id 0); False if the sale is gone."""
-        k = self.keys
-        return bool(self._group(keys=[k.sale(sale_id), k.stream(sale_id)], args=[GROUP]))
+        return bool(self._group(keys=self.keys.order_group(sale_id), args=[GROUP]))
 
     def read(
         self,
@@ -246,9 +245,8 @@ class OrderQueue:
 
         Returns the deliveries and the cursor the next claim should start from.
         """
-        k = self.keys
         next_cursor, flat = self._claim(
-            keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id)],
+            keys=self.keys.order_claim(sale_id),
             args=[GROUP, consumer, idle_ms, count, prune_ms, cursor],
         )
         deliveries = [
@@ -270,7 +268,7 @@ class OrderQueue:
         if not entry_ids:
             return 0
         return int(
-            self._touch(keys=[self.keys.stream(sale_id)], args=[GROUP, consumer, *entry_ids])
+            self._touch(keys=self.keys.order_touch(sale_id), args=[GROUP, consumer, *entry_ids])
         )
 
     def ticket_status(self, delivery: Delivery) -> str | None:
@@ -307,14 +305,7 @@ class OrderQueue:
         for sale_id, indexes in by_sale.items():
             tickets = [k.ticket(*split_ticket_id(deliveries[i].ticket_id)) for i in indexes]
             replies = self._confirm(
-                keys=[
-                    k.stream(sale_id),
-                    k.retry(sale_id),
-                    k.attempts(sale_id),
-                    k.sale(sale_id),
-                    k.holds(sale_id),
-                    *tickets,
-                ],
+                keys=k.order_confirm(sale_id, tickets),
                 args=[GROUP, self.ticket_ttl, *(deliveries[i].entry_id for i in indexes)],
             )
             for i, outcome in zip(indexes, replies, strict=True):
@@ -335,7 +326,7 @@ class OrderQueue:
         for sale_id, ids in by_sale.items():
             released += int(
                 self._release(
-                    keys=[self.keys.stream(sale_id), self.keys.retry(sale_id)],
+                    keys=self.keys.order_release(sale_id),
                     args=[GROUP, consumer, *ids],
                 )
             )
@@ -350,10 +341,9 @@ class OrderQueue:
         cancelled or failed; -1: ``consumer`` no longer holds the entry) and
         the ticket's status (``None`` once expired).
         """
-        k = self.keys
         sale_id, token = split_ticket_id(delivery.ticket_id)
         deaths, status = self._start(
-            keys=[k.stream(sale_id), k.attempts(sale_id), k.ticket(sale_id, token)],
+            keys=self.keys.order_start(sale_id, token),
             args=[GROUP, consumer, delivery.entry_id],
         )
         return int(deaths), (str(status) or None)
@@ -367,10 +357,9 @@ class OrderQueue:
         is taken back).
         """
         sale_id = delivery.sale_id
-        k = self.keys
         return bool(
             self._retry(
-                keys=[k.stream(sale_id), k.retry(sale_id), k.attempts(sale_id)],
+                keys=self.keys.order_retry(sale_id),
                 args=[
                     GROUP,
                     consumer,
@@ -391,19 +380,10 @@ class OrderQueue:
         so only acknowledged) or ``stale`` (another consumer holds it now).
         """
         sale_id, token = split_ticket_id(delivery.ticket_id)
-        k = self.keys
         letter = [x for name in ("t", "u", "q", "p", "a") for x in (name, delivery.fields[name])]
         outcome = str(
             self._compensate(
-                keys=[
-                    k.stream(sale_id),
-                    k.ticket(sale_id, token),
-                    k.sale(sale_id),
-                    k.users(sale_id),
-                    k.dead(sale_id),
-                    k.retry(sale_id),
-                    k.attempts(sale_id),
-                ],
+                keys=self.keys.order_compensate(sale_id, token),
                 args=[
                     GROUP,
                     consumer,
@@ -428,7 +408,7 @@ class OrderQueue:
 
     def leave(self, consumer: str, sale_id: str) -> bool:
         """Remove ``consumer`` from the sale's group if nothing is pending on it."""
-        return bool(self._leave(keys=[self.keys.stream(sale_id)], args=[GROUP, consumer]))
+        return bool(self._leave(keys=self.keys.order_leave(sale_id), args=[GROUP, consumer]))
 
     def backlog(self, sale_ids: list[str]) -> int:
         """Orders not yet settled across ``sale_ids`` (0: the queue is drained)."""
@@ -447,9 +427,8 @@ class OrderQueue:
         Raises :class:`~flask_flashsale.TicketNotFound` for an unknown (or expired) ticket.
         """
         sale_id, token = split_ticket_id(ticket_id)
-        k = self.keys
         outcome, _ = self._cancel(
-            keys=[k.ticket(sale_id, token), k.sale(sale_id), k.users(sale_id), k.holds(sale_id)],
+            keys=self.keys.order_cancel(sale_id, token),
             args=[reason, self.events, event(CHANGED, sale_id), token],
         )
         if outcome == "not_found":
@@ -529,13 +508,7 @@ class OrderQueue:
         ticket_id = rows[0][1]["t"]
         _, token = split_ticket_id(ticket_id)
         outcome, _ = self._requeue(
-            keys=[
-                k.dead(sale_id),
-                k.stream(sale_id),
-                k.sale(sale_id),
-                k.users(sale_id),
-                k.ticket(sale_id, token),
-            ],
+            keys=k.order_requeue(sale_id, token),
             args=[entry_id, ticket_id, self.ticket_ttl, self.events, event(CHANGED, sale_id)],
         )
         if outcome == "sale_not_found":

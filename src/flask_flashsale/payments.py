@@ -133,14 +133,8 @@ class Payments:
     def mark_paid(self, ticket_id: str) -> Ticket:
         """Mark the ticket paid; see :meth:`FlashSale.mark_paid`."""
         sale_id, token = split_ticket_id(ticket_id)
-        k = self.keys
         outcome, status, user, qty, pay_by, reason = self._pay(
-            keys=[
-                k.ticket(sale_id, token),
-                k.sale(sale_id),
-                k.holds(sale_id),
-                k.payments(sale_id),
-            ],
+            keys=self.keys.order_pay(sale_id, token),
             args=[token],
         )
         if outcome == "not_found":
@@ -213,16 +207,8 @@ class Payments:
         expired by another worker, or not due after all). ``notify`` queues the
         expiry hook's call for each.
         """
-        k = self.keys
         reply = self._expire(
-            keys=[
-                k.sale(sale_id),
-                k.users(sale_id),
-                k.holds(sale_id),
-                k.payments(sale_id),
-                k.stream(sale_id),
-                *(k.ticket(sale_id, token) for token in tokens),
-            ],
+            keys=self.keys.order_expire(sale_id, tokens),
             args=[self.events, sale_id, "1" if notify else "0", event(CHANGED, sale_id), *tokens],
         )
         now, flat = int(reply[0]), reply[1:]

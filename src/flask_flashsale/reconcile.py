@@ -345,10 +345,11 @@ class Reconciler:
 
     def sale_lock(self, sale_id: str) -> FencedLock:
         """The sale's lock (the one the ``lock`` strategy takes), with a repair-sized lease."""
+        key, fence_key = self.keys.sale_lock(sale_id)
         return FencedLock(
             self.client,
-            self.keys.lock(sale_id),
-            self.keys.fence(sale_id),
+            key,
+            fence_key,
             script=self._lock_script,
             timeout=REPAIR_LEASE,
             blocking_timeout=REPAIR_WAIT,
@@ -415,7 +416,7 @@ class Reconciler:
                 restored += [d.user_id, qty]
         try:
             outcome, remaining, oversold = self._fix(
-                keys=[k.sale(sale_id), k.users(sale_id), lock.key, *stale, *missing],
+                keys=k.reconcile_fix(sale_id, stale, missing),
                 args=[
                     cast(str, lock.holder),  # held: _repair runs inside `with lock`
                     found.remaining_delta,

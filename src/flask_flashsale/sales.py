@@ -147,7 +147,7 @@ class SaleStore:
         info_json = json.dumps(info or {}, separators=(",", ":"), default=str)
         pay_ms = payment_timeout_ms(payment_timeout)
         self._create(
-            keys=[self.keys.sale(sale_id)],
+            keys=self.keys.sale_create(sale_id),
             args=[
                 stock,
                 "" if unit_price is None else str(unit_price),
@@ -220,7 +220,7 @@ class SaleStore:
         check_sale_id(sale_id)
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             raise ValueError(f"quantity must be an int, got {quantity!r}")
-        outcome, value = self._restock(keys=[self.keys.sale(sale_id)], args=[quantity])
+        outcome, value = self._restock(keys=self.keys.sale_restock(sale_id), args=[quantity])
         if outcome == "not_found":
             raise SaleNotFound(f"no sale {sale_id!r}")
         if outcome == "negative_stock":

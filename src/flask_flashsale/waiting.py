@@ -285,12 +285,9 @@ class WaitingRoom:
 
     # -- Redis ------------------------------------------------------------------
 
-    def _keys(self, sale_id: str) -> list[str]:
-        return [self.keys.sale(sale_id), self.keys.queue(sale_id), self.keys.places(sale_id)]
-
     def _run(self, script: Script, sale_id: str, args: list[Any]) -> tuple[str, _Snapshot, str]:
         sent = self._clock()
-        reply = script(keys=self._keys(sale_id), args=[*args])
+        reply = script(keys=self.keys.queue_scripts(sale_id), args=[*args])
         received = self._clock()
         outcome = reply[0]
         if outcome == "not_found":
