@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 
 import flask_flashsale
 from flask_flashsale import FlashSale, InvalidSaleId, SaleNotFound, errors
-from flask_flashsale.views import _GENERIC, ORDER_FIELDS
+from flask_flashsale.views import ORDER_FIELDS
 
 from .helpers import ALICE, PREFIX, ROOT, MakeApp, closed_port, problem, wait_for
 from .redis_server import RedisServer
@@ -204,7 +204,7 @@ def every_error_class() -> list[type[errors.FlashSaleError]]:
 
 def every_code() -> set[str]:
     codes = {cls.error_code for cls in every_error_class()}
-    codes |= set(_GENERIC.values()) | {"http_error", "internal_error"}
+    codes |= set(errors.HTTP_ERROR_CODES.values()) | {errors.HTTP_ERROR, errors.INTERNAL_ERROR}
     return codes
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from flask_flashsale import errors
 from flask_flashsale.keys import SALE_ID, check_idempotency_key
-from flask_flashsale.views import _GENERIC, RESERVED_SALE_IDS
+from flask_flashsale.views import RESERVED_SALE_IDS
 
 from .helpers import PREFIX, MakeApp
 
@@ -115,7 +115,7 @@ def test_problem_codes_list_every_code_the_api_sends(make_app: MakeApp) -> None:
     sent.discard("lock_lost")  # raised by flashsale.lock() only, never by the blueprint
     sent.discard("invalid_sale_id")  # Python and CLI only: the blueprint says sale_not_found
     sent -= {"payment_refused", "payment_too_late"}  # flashsale.mark_paid() only, likewise
-    sent |= set(_GENERIC.values())  # werkzeug's own 4xx, rendered as problems
+    sent |= set(errors.HTTP_ERROR_CODES.values())  # werkzeug's own 4xx, rendered as problems
     assert sent | {"cross_origin", "unsupported_media_type", "idempotency_mismatch"} <= enum
 
 

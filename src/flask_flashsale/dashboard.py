@@ -38,10 +38,10 @@ from flask import Blueprint, Response, current_app, render_template, request, ur
 from werkzeug.exceptions import HTTPException
 
 from . import errors
-from .errors import FlashSaleError
+from .errors import FlashSaleError, problem_from_http_exception
 from .keys import check_sale_id
 from .status import SaleStatus
-from .views import SAFE_METHODS, cross_site_refusal, problem_from_http_exception, problem_response
+from .views import SAFE_METHODS, cross_site_refusal, problem_response
 
 if TYPE_CHECKING:
     from .extension import FlashSale, FlashSaleState

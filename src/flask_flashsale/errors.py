@@ -366,3 +366,36 @@ class PaymentTooLate(PaymentRefused):
 
     error_code = "payment_too_late"
     title = "Payment arrived after the deadline"
+
+
+#: The ``code`` of werkzeug's own HTTP errors (routing, body parsing...) when the
+#: extension renders them as problems, by status (:func:`problem_from_http_exception`).
+HTTP_ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    404: NotFound.error_code,
+    405: "method_not_allowed",
+    413: PayloadTooLarge.error_code,
+    415: UnsupportedMediaType.error_code,
+}
+#: The ``code`` of any other 4xx werkzeug error rendered as a problem.
+HTTP_ERROR = "http_error"
+#: The ``code`` of a 5xx (the base :class:`FlashSaleError`'s).
+INTERNAL_ERROR = FlashSaleError.error_code
+
+
+def problem_from_http_exception(exc: HTTPException) -> FlashSaleError:
+    """Wrap any werkzeug HTTP error as a problem+json :class:`FlashSaleError`.
+
+    Its ``code`` comes from :data:`HTTP_ERROR_CODES` (else :data:`HTTP_ERROR`
+    or :data:`INTERNAL_ERROR`), its title is werkzeug's name of the status.
+    The error's own headers (a 405's ``Allow``...) are kept.
+    """
+    if isinstance(exc, FlashSaleError):
+        return exc
+    status = exc.code or 500
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    error = FlashSaleError(exc.description, headers=headers)
+    error.code = status
+    error.error_code = HTTP_ERROR_CODES.get(status, INTERNAL_ERROR if status >= 500 else HTTP_ERROR)
+    error.title = exc.name
+    return error

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from . import errors
 from .admission import check_quantity, check_user_id
 from .config import normalize_origin, redis_address
-from .errors import FlashSaleError, InvalidSaleId
+from .errors import FlashSaleError, InvalidSaleId, problem_from_http_exception
 from .keys import check_sale_id
 from .models import SOLD_OUT_FROM_MEMORY
 from .openapi import openapi_document
@@ -56,15 +56,6 @@ RESERVED_SALE_IDS = frozenset({"openapi.json", "orders"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 JSON_MEDIA_TYPE = "application/json"
 
-_GENERIC = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(data, separators=(",", ":"))
     return current_app.response_class(body, status, headers, mimetype="application/json")
@@ -79,22 +70,6 @@ def problem_response(error: FlashSaleError) -> Response:
     which costs about as much again as the rest of the request.
     """
     return current_app.response_class(error.get_body(), error.code, error.get_headers())
-
-
-def problem_from_http_exception(exc: HTTPException) -> FlashSaleError:
-    """Wrap any werkzeug HTTP error as a problem+json :class:`FlashSaleError`.
-
-    The error's own headers (a 405's ``Allow``...) are kept.
-    """
-    if isinstance(exc, FlashSaleError):
-        return exc
-    status = exc.code or 500
-    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    error = FlashSaleError(exc.description, headers=headers)
-    error.code = status
-    error.error_code = _GENERIC.get(status, "internal_error" if status >= 500 else "http_error")
-    error.title = exc.name
-    return error
 
 
 def cross_site_refusal(
