@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .helpers import build_app
+from .helpers import build_app, released_together
 
 
 def crowd(
@@ -18,17 +16,9 @@ def crowd(
     spawned process can run it.
     """
     app, flashsale = build_app(redis_url, **config)
-    barrier = threading.Barrier(threads)
 
-    def attempt(chunk: list[str]) -> list[tuple[str, str, str | None]]:
-        out = []
-        with app.app_context():
-            barrier.wait()
-            for user in chunk:
-                a = flashsale.place_order(sale_id, user)
-                out.append((user, a.status, a.ticket_id))
-        return out
+    def attempt(user: str) -> tuple[str, str, str | None]:
+        a = flashsale.place_order(sale_id, user)
+        return user, a.status, a.ticket_id
 
-    chunks = [users[i::threads] for i in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        return [r for rs in pool.map(attempt, chunks) for r in rs]
+    return released_together(app, users, threads, attempt)

@@ -8,11 +8,13 @@ lives here (``from .helpers import build_app, problem, PREFIX``).
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis as redis_lib
@@ -41,6 +43,8 @@ STRATEGIES = ["lua", "optimistic", "lock"]
 MakeApp = Callable[..., tuple[Flask, FlashSale]]
 
 _counter = itertools.count()
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Apps built by build_app in this process, so their event subscribers can be stopped
 #: (conftest's autouse fixture empties it after each test).
@@ -196,15 +200,22 @@ def check_books(
     results: list[tuple[str, str, str | None]], client: redis_lib.Redis, sale: str
 ) -> None:
     """Exactly STOCK admitted, stock 0, nobody over the limit, each order in the stream once."""
-    admitted = [(u, t) for u, s, t in results if s == "queued"]
     statuses = Counter(s for _, s, _ in results)
     print(f"\n{sale}: {dict(statuses)}")
     assert len(results) == len(ATTEMPTS)
-    assert len(admitted) == STOCK
     assert set(statuses) <= {"queued", "sold_out", "limit_reached"}
-    assert client.hget(f"flashsale:{{{sale}}}:sale", "remaining") == "0"
+    check_admitted([(u, t) for u, s, t in results if s == "queued"], client, sale)
+
+
+def check_admitted(
+    admitted: list[tuple[str, str | None]], client: redis_lib.Redis, sale: str
+) -> None:
+    """The ``(user, ticket_id)`` admitted are exactly STOCK, one a buyer, and Redis agrees:
+    stock 0, STOCK units held (one a buyer), each order in the stream once."""
+    assert len(admitted) == STOCK
     per_user = Counter(u for u, _ in admitted)
     assert max(per_user.values()) == 1
+    assert client.hget(f"flashsale:{{{sale}}}:sale", "remaining") == "0"
     held = client.hgetall(f"flashsale:{{{sale}}}:users")
     assert sum(int(v) for v in held.values()) == STOCK
     assert all(v == "1" for v in held.values())
@@ -212,3 +223,20 @@ def check_books(
     assert len(stream) == STOCK
     assert sorted(f["t"] for _, f in stream) == sorted(t for _, t in admitted)
     assert sorted(f["u"] for _, f in stream) == sorted(u for u, _ in admitted)
+
+
+def released_together(
+    app: Flask, items: list[T], threads: int, act: Callable[[T], R]
+) -> list[R]:
+    """``act(item)`` for each of ``items``, from ``threads`` threads released together
+    by a barrier, each inside an app context; the results, thread by thread."""
+    barrier = threading.Barrier(threads)
+
+    def run(chunk: list[T]) -> list[R]:
+        with app.app_context():
+            barrier.wait()
+            return [act(item) for item in chunk]
+
+    chunks = [items[i::threads] for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [r for rs in pool.map(run, chunks) for r in rs]

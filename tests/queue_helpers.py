@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from flask_flashsale import FlashSale, QueueStatus
 
-from .helpers import build_app
+from .helpers import build_app, released_together
 
 
 def ready_ms(status: QueueStatus, pass_ttl: float) -> int:
@@ -34,20 +32,12 @@ def join_crowd(
     spawned process can run it.
     """
     app, flashsale = build_app(redis_url, **config)
-    barrier = threading.Barrier(threads)
 
-    def join(chunk: list[str]) -> list[tuple[str, int | None, str | None]]:
-        out = []
-        with app.app_context():
-            barrier.wait()
-            for user in chunk:
-                s = flashsale.join_queue(sale_id, user)
-                out.append((user, s.position, s.place_token))
-        return out
+    def join(user: str) -> tuple[str, int | None, str | None]:
+        s = flashsale.join_queue(sale_id, user)
+        return user, s.position, s.place_token
 
-    chunks = [users[i::threads] for i in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        return [r for rs in pool.map(join, chunks) for r in rs]
+    return released_together(app, users, threads, join)
 
 
 def join_all(flashsale: FlashSale, sale_id: str, users: list[str]) -> dict[str, QueueStatus]:
@@ -68,19 +58,10 @@ def order_crowd(
     spawned process can run it.
     """
     app, flashsale = build_app(redis_url, **config)
-    barrier = threading.Barrier(threads)
 
-    def attempt(
-        chunk: list[tuple[str, str | None]],
-    ) -> list[tuple[str, str | None, str, str | None]]:
-        out = []
-        with app.app_context():
-            barrier.wait()
-            for user, token in chunk:
-                a = flashsale.place_order(sale_id, user, queue_pass=token)
-                out.append((user, token, a.status, a.ticket_id))
-        return out
+    def attempt(user_pass: tuple[str, str | None]) -> tuple[str, str | None, str, str | None]:
+        user, token = user_pass
+        a = flashsale.place_order(sale_id, user, queue_pass=token)
+        return user, token, a.status, a.ticket_id
 
-    chunks = [attempts[i::threads] for i in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        return [r for rs in pool.map(attempt, chunks) for r in rs]
+    return released_together(app, attempts, threads, attempt)
