@@ -109,9 +109,11 @@ def closed_port() -> int:
     return free_port()
 
 
-def buy(ext: FlashSale, user: str) -> str:
-    """One unit of the sale ``tee`` for ``user`` (app context pushed); its ticket id."""
-    admission = ext.place_order("tee", user)
+def buy(ext: FlashSale, user: str, quantity: int = 1, sale: str = "tee") -> str:
+    """``quantity`` units of ``sale`` for ``user``, which must be admitted (app context
+    pushed); the ticket id."""
+    admission = ext.place_order(sale, user, quantity)
+    assert admission.status == "queued", admission
     assert admission.ticket_id is not None
     return admission.ticket_id
 
@@ -121,6 +123,18 @@ def ticket(ext: FlashSale, ticket_id: str) -> Ticket:
     found = ext.get_ticket(ticket_id)
     assert found is not None
     return found
+
+
+def pay_by_ms(t: Ticket) -> int:
+    """The ticket's payment deadline in Unix ms (it must have one)."""
+    assert t.pay_by is not None
+    return int(t.pay_by.timestamp() * 1000)
+
+
+def wait_past_pay_by(ext: FlashSale, client: redis_lib.Redis, ticket_id: str) -> None:
+    """Wait until Redis time has reached the payment deadline of ``ticket_id``."""
+    deadline = pay_by_ms(ticket(ext, ticket_id))
+    wait_for(lambda: redis_ms(client) >= deadline)
 
 
 def invoke(app: Flask, *args: str) -> tuple[int, str]:

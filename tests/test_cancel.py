@@ -11,7 +11,7 @@ from flask import Flask
 
 from flask_flashsale import FlashSale, Order, TicketNotFound, order_cancelled, order_confirmed
 
-from .helpers import MakeApp
+from .helpers import MakeApp, buy
 from .worker_host import FAST
 
 
@@ -34,13 +34,6 @@ def status(ext: FlashSale, ticket_id: str) -> str:
     ticket = ext.get_ticket(ticket_id)
     assert ticket is not None
     return ticket.status
-
-
-def buy(ext: FlashSale, user: str, quantity: int = 1) -> str:
-    admission = ext.place_order("tee", user, quantity)
-    assert admission.status == "queued"
-    assert admission.ticket_id is not None
-    return admission.ticket_id
 
 
 def test_concurrent_cancels_give_the_stock_back_once(

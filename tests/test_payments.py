@@ -27,7 +27,16 @@ from flask_flashsale import (
 from flask_flashsale.payments import EXPIRY_BATCH
 from flask_flashsale.worker import Worker
 
-from .helpers import CommandCounter, MakeApp, redis_ms, ticket, wait_for
+from .helpers import (
+    CommandCounter,
+    MakeApp,
+    buy,
+    pay_by_ms,
+    redis_ms,
+    ticket,
+    wait_for,
+    wait_past_pay_by,
+)
 from .worker_host import FAST, worker_thread
 
 HOLDS = "flashsale:{tee}:holds"
@@ -66,11 +75,12 @@ def shop(make_app: MakeApp) -> Iterator[tuple[Flask, FlashSale, Host]]:
         yield app, ext, host
 
 
-def buy(ext: FlashSale, user: str, quantity: int = 1, sale: str = "tee") -> str:
-    admission = ext.place_order(sale, user, quantity)
-    assert admission.status == "queued", admission
-    assert admission.ticket_id is not None
-    return admission.ticket_id
+def buy_and_run_hook(ext: FlashSale, user: str) -> str:
+    """Buy one unit of ``tee``, then run the order hook (a burst worker): the ticket now
+    awaits payment."""
+    ticket_id = buy(ext, user)
+    ext.run_worker(burst=True)
+    return ticket_id
 
 
 def remaining(ext: FlashSale, sale: str = "tee") -> int:
@@ -87,11 +97,6 @@ def live_units(client: redis_lib.Redis, sale: str = "tee") -> int:
         if fields[0] in ("queued", "confirmed", "awaiting_payment", "paid"):
             units += int(fields[1] or 0)
     return units
-
-
-def pay_by_ms(t: Ticket) -> int:
-    assert t.pay_by is not None
-    return int(t.pay_by.timestamp() * 1000)
 
 
 # -- the flow ------------------------------------------------------------------
@@ -143,8 +148,7 @@ def test_a_paid_hold_never_expires(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, host = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     paid = ext.mark_paid(placed)
     assert paid.status == "paid"
     assert paid == ticket(ext, placed)
@@ -158,8 +162,7 @@ def test_a_paid_hold_never_expires(
 
 def test_mark_paid_again_returns_the_paid_ticket(shop: tuple[Flask, FlashSale, Host]) -> None:
     _, ext, _ = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     first = ext.mark_paid(placed)
     assert ext.mark_paid(placed) == first
     assert FlashSale.state().payments.stats(["tee"])[0].paid == 1
@@ -169,8 +172,7 @@ def test_mark_paid_after_pay_by_fails_before_any_worker_expired_the_hold(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, host = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     pay_by = pay_by_ms(ticket(ext, placed))
     wait_for(lambda: redis_ms(redis_client) >= pay_by)
     with pytest.raises(PaymentTooLate) as too_late:
@@ -251,8 +253,7 @@ def test_a_refund_of_a_paid_ticket_gives_the_stock_back_once(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, _ = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     ext.mark_paid(placed)
     assert remaining(ext) == 1
     assert ext.cancel(placed, reason="refund") is True
@@ -266,8 +267,7 @@ def test_a_hold_cancelled_while_awaiting_payment_never_expires(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, host = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     assert ext.cancel(placed) is True
     assert redis_client.zcard(HOLDS) == 0
     pay_by = pay_by_ms(ticket(ext, placed))
@@ -287,8 +287,7 @@ def test_without_a_payment_timeout_the_flow_is_unchanged(
     with app.app_context():
         sale = ext.create_sale("tee", stock=2)
         assert sale.payment_timeout is None
-        placed = buy(ext, "alice")
-        ext.run_worker(burst=True)
+        placed = buy_and_run_hook(ext, "alice")
         confirmed = ticket(ext, placed)
         assert (confirmed.status, confirmed.pay_by) == ("confirmed", None)
         assert redis_client.exists(HOLDS) == 0
@@ -312,9 +311,8 @@ def test_an_expiry_hook_that_raises_is_retried_and_the_stock_comes_back_once(
 ) -> None:
     _, ext, host = shop
     host.expiry_failures = 2
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
-    wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, placed)))
+    placed = buy_and_run_hook(ext, "alice")
+    wait_past_pay_by(ext, redis_client, placed)
     ext.run_worker(burst=True)
     assert [t.id for t in host.expired] == [placed]
     assert host.expiry_failures == 0  # called three times in all
@@ -332,9 +330,8 @@ def test_an_expiry_hook_failing_for_good_is_dead_lettered_without_giving_stock_t
     host.expiry_failures = 100
     with app.app_context():
         ext.create_sale("tee", stock=2, payment_timeout=0.2)
-        placed = buy(ext, "alice")
-        ext.run_worker(burst=True)
-        wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, placed)))
+        placed = buy_and_run_hook(ext, "alice")
+        wait_past_pay_by(ext, redis_client, placed)
         ext.run_worker(burst=True)
         [letter] = FlashSale.state().orders.dead_letters("tee")
         assert letter.ticket_id == placed
@@ -352,9 +349,8 @@ def test_without_an_expiry_hook_nothing_is_queued_for_it(
     ext.order_handler(lambda order: None)
     with app.app_context():
         ext.create_sale("tee", stock=1, payment_timeout=0.1)
-        placed = buy(ext, "alice")
-        ext.run_worker(burst=True)
-        wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, placed)))
+        placed = buy_and_run_hook(ext, "alice")
+        wait_past_pay_by(ext, redis_client, placed)
         ext.run_worker(burst=True)
         assert ticket(ext, placed).status == "expired"
         assert redis_client.xlen("flashsale:{tee}:orders") == 0
@@ -402,7 +398,7 @@ def test_the_books_balance_at_every_step(
     balanced()
     ext.cancel(c)
     balanced()
-    wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, a)))
+    wait_past_pay_by(ext, redis_client, a)
     ext.run_worker(burst=True)
     balanced()
     assert [ticket(ext, t).status for t in (a, b, c)] == ["expired", "paid", "cancelled"]
@@ -555,8 +551,7 @@ def test_paying_after_the_sale_was_deleted_leaves_no_key_behind(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, _ = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     ext.delete_sale("tee")
     assert ext.mark_paid(placed).status == "paid"  # the buyer's ticket lives on
     assert redis_client.keys("flashsale:{tee}:*") == ["flashsale:{tee}:t:" + placed[4:]]
@@ -591,15 +586,13 @@ def test_holds_keep_their_pay_by_when_the_sale_is_replaced_without_a_timeout(
     shop: tuple[Flask, FlashSale, Host], redis_client: redis_lib.Redis
 ) -> None:
     _, ext, host = shop
-    placed = buy(ext, "alice")
-    ext.run_worker(burst=True)
+    placed = buy_and_run_hook(ext, "alice")
     pay_by = ticket(ext, placed).pay_by
     ext.create_sale("tee", stock=2)
-    later = buy(ext, "bob")
-    ext.run_worker(burst=True)
+    later = buy_and_run_hook(ext, "bob")
     assert ticket(ext, later).status == "confirmed"
     assert ticket(ext, placed).pay_by == pay_by
-    wait_for(lambda: redis_ms(redis_client) >= pay_by_ms(ticket(ext, placed)))
+    wait_past_pay_by(ext, redis_client, placed)
     ext.run_worker(burst=True)
     assert ticket(ext, placed).status == "expired"
     assert [t.id for t in host.expired] == [placed]

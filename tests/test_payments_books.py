@@ -13,7 +13,7 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.cli import flashsale_cli
 
-from .helpers import MakeApp, buy, ticket, wait_for
+from .helpers import MakeApp, buy, ticket, wait_past_pay_by
 from .worker_host import FAST
 
 Rows = list[tuple[str, str, int]]
@@ -33,10 +33,7 @@ def shop(make_app: MakeApp) -> Iterator[tuple[Flask, FlashSale, Rows]]:
 
 def expire(ext: FlashSale, client: redis_lib.Redis, ticket_id: str) -> None:
     """Let the hold's pay_by pass (Redis time), then run a burst worker."""
-    pay_by = ticket(ext, ticket_id).pay_by
-    assert pay_by is not None
-    deadline = pay_by.timestamp()
-    wait_for(lambda: client.time()[0] + client.time()[1] / 1e6 >= deadline)
+    wait_past_pay_by(ext, client, ticket_id)
     ext.run_worker(burst=True)
     assert ticket(ext, ticket_id).status == "expired"
 
