@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from flask import Blueprint, Flask, request
+from flask.testing import FlaskClient
 from flask.views import MethodView
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -23,18 +24,24 @@ def host(make_app: Any, **config: Any) -> tuple[Flask, FlashSale]:
     return make_app(**config)  # type: ignore[no-any-return]
 
 
+def search_client(make_app: Any, *rate: Any, **limit: Any) -> FlaskClient:
+    """The test client of a host app whose ``GET /search`` is under
+    ``flashsale.limit(*rate, **limit)``."""
+    app, flashsale = host(make_app)
+
+    @app.get("/search")
+    @flashsale.limit(*rate, **limit)
+    def search() -> str:
+        return "results"
+
+    return app.test_client()
+
+
 # -- the decorator ------------------------------------------------------------
 
 
 def test_a_limited_view_answers_429_problem_json_when_the_bucket_is_empty(make_app: Any) -> None:
-    app, flashsale = host(make_app)
-
-    @app.get("/search")
-    @flashsale.limit("1/minute;burst=2", key="user")
-    def search() -> str:
-        return "results"
-
-    client = app.test_client()
+    client = search_client(make_app, "1/minute;burst=2", key="user")
     assert [client.get("/search", headers=ALICE).status_code for _ in range(2)] == [200, 200]
     r = client.get("/search", headers=ALICE)
     body = problem(r, 429, "rate_limited")
@@ -46,14 +53,7 @@ def test_a_limited_view_answers_429_problem_json_when_the_bucket_is_empty(make_a
 
 
 def test_successful_responses_carry_ratelimit_headers_but_no_retry_after(make_app: Any) -> None:
-    app, flashsale = host(make_app)
-
-    @app.get("/search")
-    @flashsale.limit("1/minute;burst=3", key="user")
-    def search() -> str:
-        return "results"
-
-    client = app.test_client()
+    client = search_client(make_app, "1/minute;burst=3", key="user")
     responses = [client.get("/search", headers=ALICE) for _ in range(3)]
     assert [r.headers["RateLimit-Limit"] for r in responses] == ["3", "3", "3"]
     assert [r.headers["RateLimit-Remaining"] for r in responses] == ["2", "1", "0"]
@@ -191,40 +191,19 @@ def test_an_async_view_is_limited_and_awaited(make_app: Any) -> None:
 
 
 def test_user_key_gives_each_buyer_a_bucket(make_app: Any) -> None:
-    app, flashsale = host(make_app)
-
-    @app.get("/search")
-    @flashsale.limit("1/minute", key="user")
-    def search() -> str:
-        return "results"
-
-    client = app.test_client()
+    client = search_client(make_app, "1/minute", key="user")
     assert client.get("/search", headers=ALICE).status_code == 200
     assert client.get("/search", headers=BOB).status_code == 200
     assert client.get("/search", headers=ALICE).status_code == 429
 
 
 def test_user_key_does_not_limit_anonymous_requests(make_app: Any) -> None:
-    app, flashsale = host(make_app)
-
-    @app.get("/search")
-    @flashsale.limit("1/minute", key="user")
-    def search() -> str:
-        return "results"
-
-    client = app.test_client()
+    client = search_client(make_app, "1/minute", key="user")
     assert all(client.get("/search").status_code == 200 for _ in range(3))
 
 
 def test_default_key_is_the_buyer_else_the_client_address(make_app: Any) -> None:
-    app, flashsale = host(make_app)
-
-    @app.get("/search")
-    @flashsale.limit("1/minute")
-    def search() -> str:
-        return "results"
-
-    client = app.test_client()
+    client = search_client(make_app, "1/minute")
     same_ip = {"REMOTE_ADDR": "203.0.113.7"}
     assert client.get("/search", environ_base=same_ip).status_code == 200
     assert client.get("/search", environ_base=same_ip).status_code == 429
