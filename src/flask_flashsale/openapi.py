@@ -9,35 +9,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import errors
+from .errors import HTTP_ERROR_CODES
 from .keys import IDEMPOTENCY_KEY, SALE_ID
 from .waiting import PASS_HEADER, PLACE_COOKIE, PLACE_HEADER
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 
-#: Every ``code`` a problem answer of the blueprint can carry.
+#: Every ``code`` a problem answer of the blueprint can carry (spelled in :mod:`.errors`).
 PROBLEM_CODES = (
-    "identity_required",
-    "cross_origin",
-    "sale_not_found",
-    "ticket_not_found",
-    "not_found",
-    "bad_request",
-    "method_not_allowed",
-    "sold_out",
-    "limit_reached",
-    "not_started",
-    "ended",
-    "payload_too_large",
-    "unsupported_media_type",
-    "invalid_request",
-    "idempotency_mismatch",
-    "rate_limited",
-    "backend_unavailable",
-    "pass_required",
-    "pass_invalid",
-    "no_queue",
-    "not_in_queue",
-    "queue_not_open",
+    errors.IdentityRequired.error_code,
+    errors.CrossOrigin.error_code,
+    errors.SaleNotFound.error_code,
+    errors.TicketNotFound.error_code,
+    errors.NotFound.error_code,
+    HTTP_ERROR_CODES[400],
+    HTTP_ERROR_CODES[405],
+    errors.SoldOut.error_code,
+    errors.LimitReached.error_code,
+    errors.NotStarted.error_code,
+    errors.Ended.error_code,
+    errors.PayloadTooLarge.error_code,
+    errors.UnsupportedMediaType.error_code,
+    errors.InvalidRequest.error_code,
+    errors.IdempotencyMismatch.error_code,
+    errors.RateLimited.error_code,
+    errors.BackendUnavailable.error_code,
+    errors.PassRequired.error_code,
+    errors.PassInvalid.error_code,
+    errors.NoQueue.error_code,
+    errors.NotInQueue.error_code,
+    errors.QueueNotOpen.error_code,
 )
 
 
