@@ -765,8 +765,9 @@ class FlashSale:
         """Process the order queue in this process; return how many orders it settled.
 
         Reads every sale's stream (new sales are found without a restart),
-        calls :meth:`order_handler` inside an app context, then confirms the
-        ticket and acknowledges the order in one script. ``burst=True`` drains
+        calls :meth:`order_handler` (or :meth:`order_batch_handler`) inside an
+        app context, then confirms the tickets and acknowledges the orders in
+        one script. ``burst=True`` drains
         the queue and returns; otherwise it runs until SIGTERM/SIGINT (the order
         in hand is finished first; a second signal stops at once).
         ``concurrency`` consumer threads share the work. See :doc:`worker`.
