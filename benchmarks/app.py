@@ -10,7 +10,9 @@ gunicorn worker builds the same app:
     ``FLASHSALE_INVENTORY_STRATEGY`` (default ``lua``).
 ``BENCH_HOOK``
     the worker's order hook: ``noop`` (default), ``sqlite:<path>`` or
-    ``postgres:<conninfo>`` (see :mod:`benchmarks.hooks`).
+    ``postgres:<conninfo>``, or a batch hook (``order_batch_handler``):
+    ``sqlite-batch:<path>``, ``postgres-batch:<conninfo>``, ``noop-batch``
+    (see :mod:`benchmarks.hooks`).
 
 ``/bare`` is the ceiling: a Flask JSON view in the same app, same server,
 same headers, that does no work at all. ``/floor`` is that view plus one raw
@@ -60,9 +62,12 @@ def create_app(**config: Any) -> Flask:
 
     hook = os.environ.get("BENCH_HOOK", "noop")
     if hook:
-        from .hooks import make_hook
+        from .hooks import is_batch, make_batch_hook, make_hook
 
-        flashsale.order_handler(make_hook(hook))
+        if is_batch(hook):
+            flashsale.order_batch_handler(make_batch_hook(hook))
+        else:
+            flashsale.order_handler(make_hook(hook))
     return app
 
 

@@ -8,8 +8,13 @@ orders handled divided by the time between the first and the last hook call
 
 The hooks write one row per order, keyed by ``order.id``, committed per order
 (SQLite in WAL mode; PostgreSQL at ``--pg``, ``INSERT .. ON CONFLICT DO
-NOTHING``, autocommit). Also reported: Redis bytes per order while queued and
-after the drain, and each worker's peak RSS.
+NOTHING``, autocommit). The batch hooks (``sqlite-batch``, ``postgres-batch``,
+registered with ``order_batch_handler``) write the orders of one worker read
+(``FLASHSALE_WORKER_BATCH``, ``--worker-batch``) in one transaction, PostgreSQL
+with one ``INSERT ... SELECT * FROM unnest(...) ON CONFLICT (id) DO NOTHING``
+(see :mod:`benchmarks.hooks`); the summary gives each batch hook's rate
+against its per-order twin measured in the same run. Also reported: Redis
+bytes per order while queued and after the drain, and each worker's peak RSS.
 
 ``--autoscale``: the time to drain ``--autoscale-orders`` orders (50,000) with a
 ``--hook-ms`` (1 ms) sleeping hook, by one ``flask flashsale worker`` and by
@@ -37,6 +42,8 @@ from .common import NotAvailable, Processes, Redis, median, table
 
 DEFAULT_PG = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 TARGET_NOOP_ONE = 5000.0
+#: One worker into PostgreSQL with the batch hook (DESIGN.md, performance budget).
+TARGET_PG_BATCH_ONE = 10000.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--orders", type=int, default=30000, help="orders per no-op run")
     parser.add_argument("--db-orders", type=int, default=6000, help="orders per database run")
+    parser.add_argument("--batch-orders", type=int, default=20000,
+                        help="orders per batch-hook run")
+    parser.add_argument("--worker-batch", type=int, default=None,
+                        help="FLASHSALE_WORKER_BATCH of the workers (default: the setting's)")
     parser.add_argument("--workers", type=int, default=2, help="N for the N-worker runs")
     parser.add_argument("--concurrency", type=int, default=1,
                         help="run_worker(concurrency=...) in each process")
-    parser.add_argument("--hooks", default="noop,sqlite,postgres")
+    parser.add_argument("--hooks",
+                        default="noop,sqlite,postgres,sqlite-batch,postgres-batch,"
+                                "postgres-batch@128",
+                        help="noop, sqlite, postgres, and the batch hooks noop-batch, "
+                             "sqlite-batch, postgres-batch; <hook>@N: with "
+                             "FLASHSALE_WORKER_BATCH=N (orders per read)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL conninfo")
     parser.add_argument("--profile", action="store_true",
                         help="after the runs, profile one no-op worker with py-spy")
@@ -66,6 +82,7 @@ def quick(args: argparse.Namespace) -> None:
     args.rounds = 1
     args.orders = 8000
     args.db_orders = 2000
+    args.batch_orders = 6000
     args.autoscale_orders = 8000
 
 
@@ -74,18 +91,29 @@ def result_name(args: argparse.Namespace) -> str:
     return "worker-autoscale" if args.autoscale else "worker"
 
 
+def split_name(name: str, default: int | None) -> tuple[str, int | None]:
+    """``postgres-batch@128`` -> ``("postgres-batch", 128)``; without ``@N``: ``default``."""
+    hook, _, size = name.partition("@")
+    return hook, int(size) if size else default
+
+
 def hook_spec(name: str, args: argparse.Namespace, tmp: Path) -> str:
-    """``noop`` / ``sqlite:<file>`` / ``postgres:<conninfo>``; raise NotAvailable if unusable."""
-    if name == "noop":
-        return "noop"
-    if name == "sqlite":
-        return f"sqlite:{tmp / 'bench-orders.sqlite3'}"
-    if name == "postgres":
+    """``noop`` / ``sqlite:<file>`` / ``postgres:<conninfo>`` (``-batch``: the batch hooks).
+
+    Raises NotAvailable if unusable.
+    """
+    name = split_name(name, None)[0]
+    if name in ("noop", "noop-batch"):
+        return name
+    kind = name.removesuffix("-batch")
+    if kind == "sqlite":
+        return f"{name}:{tmp / 'bench-orders.sqlite3'}"
+    if kind == "postgres":
         try:
             import psycopg  # noqa: F401
         except ImportError:
             raise NotAvailable("psycopg is not installed: pip install -e '.[bench]'") from None
-        spec = f"postgres:{args.pg}"
+        spec = f"{name}:{args.pg}"
         try:
             hooks.prepare_table(spec)
         except Exception as exc:
@@ -111,13 +139,17 @@ def fill(procs: Processes, redis: Redis, sale_id: str, orders: int) -> dict[str,
 
 
 def drain(procs: Processes, redis: Redis, spec: str, workers: int,
-          concurrency: int, profile: Path | None = None) -> dict[str, Any]:
+          concurrency: int, profile: Path | None = None,
+          worker_batch: int | None = None) -> dict[str, Any]:
     """Start ``workers`` burst workers together; wait until all exit; merge their results.
 
     ``profile``: record the first worker with py-spy into this file.
+    ``worker_batch``: their ``FLASHSALE_WORKER_BATCH`` (default: the setting's).
     """
     argv = [*common.python_argv(), "-m", "benchmarks.worker_proc", "--redis", redis.url,
             "--hook", spec, "--concurrency", str(concurrency)]
+    if worker_batch is not None:
+        argv += ["--worker-batch", str(worker_batch)]
     started: list[subprocess.Popen[bytes]] = []
     rss_peak: dict[int, int] = {}
     stop = threading.Event()
@@ -191,7 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "workers": f"1 and {args.workers} processes, run_worker(burst=True, "
                        f"concurrency={args.concurrency})",
-            "orders": f"{args.orders} per no-op run, {args.db_orders} per database run",
+            "orders": f"{args.orders} per no-op run, {args.db_orders} per database run, "
+                      f"{args.batch_orders} per batch-hook database run",
+            "worker_batch": args.worker_batch or _default_worker_batch(),
             "rounds": args.rounds,
         },
         "unavailable": {},
@@ -230,17 +264,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _default_worker_batch() -> int:
+    from flask_flashsale.config import DEFAULTS
+
+    return int(DEFAULTS["FLASHSALE_WORKER_BATCH"])
+
+
 def one_run(procs: Processes, redis: Redis, name: str, spec: str, workers: int, rnd: int,
             args: argparse.Namespace) -> dict[str, Any]:
     """Fill a fresh sale, drain it with ``workers`` processes, check nothing was lost."""
-    orders = args.orders if name == "noop" else args.db_orders
-    sale_id = f"w{rnd}{name[:2]}{workers}"
+    hook, worker_batch = split_name(name, args.worker_batch)
+    if hook.startswith("noop"):
+        orders = args.orders
+    else:
+        orders = args.batch_orders if hook.endswith("-batch") else args.db_orders
+    # One sale per run (a deleted sale's tickets stay until they expire).
+    sale_id = f"w{rnd}-{name.replace('@', '-')}-{workers}"
     hooks.prepare_table(spec)
     mem = fill(procs, redis, sale_id, orders)
     from .strategies import commandstats
 
     calls0 = commandstats(redis)
-    data = drain(procs, redis, spec, workers, args.concurrency)
+    data = drain(procs, redis, spec, workers, args.concurrency, worker_batch=worker_batch)
     calls1 = commandstats(redis)
     # INFO commandstats also counts what scripts run inside Redis; XREADGROUP
     # and EVALSHA are only ever sent by clients, so those two are round trips.
@@ -261,6 +306,7 @@ def one_run(procs: Processes, redis: Redis, name: str, spec: str, workers: int, 
         app.extensions["flashsale"].ext.delete_sale(sale_id)
     return {
         "round": rnd + 1, "hook": name, "workers": workers, "orders": orders,
+        "worker_batch": worker_batch or _default_worker_batch(),
         "loadavg": common.loadavg(), **data,
         "rows": rows, "queue_after": state,
         "all_confirmed": state["tickets"].get("confirmed", 0) == orders,
@@ -328,10 +374,26 @@ def summarise(runs: list[dict[str, Any]], names: list[str], n: int,
             }
         if "1" in entry and str(n) in entry and entry["1"]["orders_per_s"]:
             entry["scaling"] = entry[str(n)]["orders_per_s"] / entry["1"]["orders_per_s"]
-        if name == "noop" and "1" in entry:
-            entry["target_one_worker"] = TARGET_NOOP_ONE
-            entry["met"] = entry["1"]["orders_per_s"] >= TARGET_NOOP_ONE
+        targets = {"noop": TARGET_NOOP_ONE, "postgres-batch": TARGET_PG_BATCH_ONE}
+        hook = split_name(name, None)[0]
+        if hook in targets and "1" in entry:
+            entry["target_one_worker"] = targets[hook]
+            entry["met"] = entry["1"]["orders_per_s"] >= targets[hook]
         out[name] = entry
+    # Each batch hook against its per-order twin, from the same run.
+    ratios: dict[str, dict[str, float]] = {}
+    for name in names:
+        twin = split_name(name, None)[0].removesuffix("-batch")
+        if twin == split_name(name, None)[0] or not isinstance(out.get(twin), dict):
+            continue
+        batch, single = out[name], out[twin]
+        ratios[name] = {
+            workers: batch[workers]["orders_per_s"] / single[workers]["orders_per_s"]
+            for workers in ("1", str(n))
+            if workers in batch and workers in single and single[workers]["orders_per_s"]
+        }
+    if ratios:
+        out["batch_vs_per_order"] = ratios
     return out
 
 
@@ -479,6 +541,8 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     notes = []
     for name, entry in result["summary"].items():
+        if name == "batch_vs_per_order":
+            continue
         if "unavailable" in entry:
             notes.append(f"{name}: not available yet: {entry['unavailable']}")
             continue
@@ -501,6 +565,13 @@ def report(result: dict[str, Any]) -> str:
                             "redis us/order", "peak RSS MiB", "B/order queued",
                             "B/order drained", "target"], rows))
     lines += notes
+    for name, ratio in result["summary"].get("batch_vs_per_order", {}).items():
+        twin = split_name(name, None)[0].removesuffix("-batch")
+        per = ", ".join(f"{w} worker(s) {r:.2f}x" for w, r in ratio.items())
+        lines.append(f"{name} vs {twin} (per-order hook), same run: {per}")
+    if result["settings"].get("worker_batch"):
+        lines.append(f"FLASHSALE_WORKER_BATCH={result['settings']['worker_batch']} unless "
+                     f"<hook>@N says N (orders per read: what one batch-hook call gets)")
     noop = result["summary"].get("noop", {}).get("1")
     if noop:
         lines.append(f"Redis calls per order, 1 no-op worker (commandstats; XREADGROUP and "

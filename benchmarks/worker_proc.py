@@ -24,13 +24,16 @@ def main() -> int:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--hook", default="noop")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--worker-batch", type=int, default=None,
+                        help="FLASHSALE_WORKER_BATCH (default: the setting's)")
     args = parser.parse_args()
     os.environ["BENCH_HOOK"] = args.hook
 
     from .app import create_app
     from .hooks import STATS
 
-    app = create_app(FLASHSALE_REDIS_URL=args.redis)
+    config = {} if args.worker_batch is None else {"FLASHSALE_WORKER_BATCH": args.worker_batch}
+    app = create_app(FLASHSALE_REDIS_URL=args.redis, **config)
     ext = app.extensions["flashsale"].ext
     if not hasattr(ext, "run_worker"):
         print("UNAVAILABLE FlashSale.run_worker does not exist yet (the worker, issue 3, "

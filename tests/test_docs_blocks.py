@@ -19,6 +19,7 @@ import sqlite3
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import pytest
 from flask import Blueprint, Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_flashsale import BackendUnavailable, FlashSale, SoldOut
+from flask_flashsale import BackendUnavailable, FlashSale, Order, SoldOut, order_confirmed
 from flask_flashsale.cli import EXIT_CODES, flashsale_cli
 from flask_flashsale.config import DEFAULTS
 from flask_flashsale.ratelimit import Limit, parse_rate
@@ -197,6 +198,28 @@ def run_cancel(make_app: MakeApp) -> None:
     with app.app_context():
         assert ext.get_ticket(ticket_id).status == "cancelled"  # type: ignore[union-attr]
         assert ext.get_sale("tee").remaining == 1  # type: ignore[union-attr]
+
+
+def run_batch_hook(make_app: MakeApp) -> None:
+    # The host's database: SQLite in memory (the block imports the SQLite insert).
+    app, ext = make_app(SQLALCHEMY_DATABASE_URI="sqlite://")
+    ns = run(the_block("docs/worker.rst", "order_batch_handler"), app, ext)
+    db, shop_order = ns["db"], ns["ShopOrder"]
+    confirmed: list[Order] = []
+
+    def collect(sender: Flask, order: Order) -> None:
+        confirmed.append(order)
+
+    with app.app_context(), order_confirmed.connected_to(collect, app):
+        db.create_all()
+        ext.create_sale("tee", stock=5, price="9.90")
+        tickets = [ext.place_order("tee", f"buyer{i}").ticket_id for i in range(5)]
+        assert ext.run_worker(burst=True) == 5
+        count = db.select(db.func.count()).select_from(shop_order)
+        stored = db.session.execute(db.select(shop_order.id, shop_order.price)).all()
+        assert sorted(stored) == sorted((t, Decimal("9.90")) for t in tickets)
+        ns["persist_many"](confirmed)  # the same orders delivered again: nothing written twice
+        assert db.session.execute(count).scalar() == 5
 
 
 def run_payment_timeout(make_app: MakeApp) -> None:
@@ -450,8 +473,9 @@ BLOCKS: list[tuple[str, str, str, Callable[[MakeApp], None] | str]] = [
         check_cli("docs/worker.rst", "--concurrency 4"),
     ),
     ("docs/worker.rst", "orders/s, confirmed", "other", "a sample of the worker's log"),
-    ("docs/worker.rst", "on_conflict_do_nothing", "compile", "needs the host's MyOrder and db"),
+    ("docs/worker.rst", "def persist(order)", "compile", "needs the host's MyOrder and db"),
     ("docs/worker.rst", "flashsale.cancel(", "run", run_cancel),
+    ("docs/worker.rst", "order_batch_handler", "run", run_batch_hook),
     (
         "docs/worker.rst",
         "flashsale dead-letters tee --limit 100",

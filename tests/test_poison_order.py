@@ -15,7 +15,6 @@ host app of ``tests/worker_host.py`` (SQLite rows keyed on ``order.id``).
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,12 +27,21 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.worker import Worker
 
-from .worker_host import WorkerProcess, host_with_orders, rows
+from .worker_host import host_with_orders, rows, supervise
 
 STOCK = 60
 POISON = 10  # index of the buyer whose order kills the worker
 MAX_ATTEMPTS = 3
 STREAM = "flashsale:{drop}:orders"
+
+
+def poison_env(batch: int) -> dict[str, str]:
+    """The environment of workers whose hook kills them on buyer ``POISON``'s order."""
+    return {
+        "POISON_USER": f"user{POISON}",
+        "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "WORKER_BATCH": str(batch),
+    }
 
 
 @pytest.fixture
@@ -43,40 +51,6 @@ def host(
     """The host app (in this process, no poison here) with STOCK orders admitted."""
     monkeypatch.setenv("MAX_ATTEMPTS", str(MAX_ATTEMPTS))
     yield host_with_orders(tmp_path, redis_url, monkeypatch, STOCK)
-
-
-def supervise(
-    tmp_path: Path, redis_url: str, redis_client: redis_lib.Redis, batch: int
-) -> list[int]:
-    """Run workers like ``Restart=always`` until the queue is drained; return exit codes."""
-    exits: list[int] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        worker = WorkerProcess(
-            {
-                "TEST_REDIS_URL": redis_url,
-                "HOST_DB": str(tmp_path / "host.sqlite3"),
-                "POISON_USER": f"user{POISON}",
-                "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-                "WORKER_BATCH": str(batch),
-            },
-            tmp_path / f"worker{len(exits)}.log",
-            "--name",
-            f"w{len(exits)}",
-        )
-        try:
-            while worker.proc.poll() is None and redis_client.xlen(STREAM) > 0:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            if worker.proc.poll() is None:  # drained: a graceful stop
-                worker.signal(signal.SIGTERM)
-                exits.append(worker.wait(20))
-                return exits
-            exits.append(worker.proc.returncode)
-        finally:
-            worker.close()
-    pytest.fail(f"the queue was not drained in time; exits so far: {exits}")
 
 
 @pytest.mark.slow
@@ -92,7 +66,7 @@ def test_a_poison_order_is_given_up_alone_and_the_host_never_exceeds_stock(
     db = tmp_path / "host.sqlite3"
     poison = tickets[POISON]
 
-    exits = supervise(tmp_path, redis_url, redis_client, batch)
+    exits = supervise(tmp_path, redis_url, redis_client, poison_env(batch))
 
     calls = Counter(order_id for (order_id,) in rows(db, "SELECT order_id FROM calls"))
     stored = {order_id for (order_id,) in rows(db, "SELECT id FROM orders")}

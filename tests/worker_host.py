@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from flask_flashsale import FlashSale, Order
@@ -64,7 +65,11 @@ def create_app() -> Flask:
     its process (``os._exit(17)``) on every order of that buyer, before writing
     it; ``MAX_ATTEMPTS`` sets ``FLASHSALE_MAX_ATTEMPTS``. ``HOOK_SECONDS`` makes
     every hook call that slow. ``HOSTCFG_<KEY>`` sets config ``<KEY>`` (JSON
-    values), e.g. ``HOSTCFG_FLASHSALE_AUTOSCALE_LAG=2``.
+    values), e.g. ``HOSTCFG_FLASHSALE_AUTOSCALE_LAG=2``. ``BATCH_HOOK=1``
+    registers an ``order_batch_handler`` instead: one transaction and one
+    multi-row insert per call, killing its process before writing anything
+    when an order of ``POISON_USER`` is in the list (with
+    ``POISON_RAISES_IN_BATCH=1``: raising instead when the list holds others too).
     """
     app = Flask("worker-host")
     app.config.update(
@@ -87,6 +92,32 @@ def create_app() -> Flask:
     def get_stuck(order: Order) -> None:
         Path(os.environ["STUCK_MARKER"]).write_text(str(os.getpid()))
         time.sleep(float(os.environ.get("STUCK_SECONDS", "60")))
+
+    if os.environ.get("BATCH_HOOK") == "1":
+        raises_in_batch = os.environ.get("POISON_RAISES_IN_BATCH") == "1"
+
+        @flashsale.order_batch_handler
+        def persist_many(orders: list[Order]) -> None:
+            db = sqlite3.connect(db_path, timeout=10)
+            try:
+                with db:
+                    db.executemany(
+                        "INSERT INTO calls VALUES (?, ?, ?)",
+                        [(o.id, os.getpid(), o.attempt) for o in orders],
+                    )
+                if any(o.user_id == poison for o in orders):
+                    if len(orders) > 1 and raises_in_batch:
+                        raise RuntimeError("a batch with the poison order")
+                    os._exit(17)  # a segfault or an OOM kill, whenever the poison order is in hand
+                with db:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO orders VALUES (?, ?, ?)",
+                        [(o.id, o.user_id, o.quantity) for o in orders],
+                    )
+            finally:
+                db.close()
+
+        return app
 
     @flashsale.order_handler
     def persist(order: Order) -> None:
@@ -216,3 +247,40 @@ def worker_thread(app: Flask, **kwargs: Any) -> Iterator[Worker]:
         assert not thread.is_alive(), "the worker did not stop"
         if errors:
             raise errors[0]
+
+
+def supervise(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: Any,
+    env: dict[str, str],
+    stream: str = "flashsale:{drop}:orders",
+) -> list[int]:
+    """Run workers like ``Restart=always`` until ``stream`` is drained; return exit codes.
+
+    Each worker runs the host app of this module on ``tmp_path/host.sqlite3``
+    with ``env`` added to its environment; the last one, once the stream is
+    empty, is stopped with SIGTERM. Fails the test after 90 s.
+    """
+    exits: list[int] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        worker = WorkerProcess(
+            {"TEST_REDIS_URL": redis_url, "HOST_DB": str(tmp_path / "host.sqlite3"), **env},
+            tmp_path / f"worker{len(exits)}.log",
+            "--name",
+            f"w{len(exits)}",
+        )
+        try:
+            while worker.proc.poll() is None and redis_client.xlen(stream) > 0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            if worker.proc.poll() is None:  # drained: a graceful stop
+                worker.signal(signal.SIGTERM)
+                exits.append(worker.wait(20))
+                return exits
+            exits.append(worker.proc.returncode)
+        finally:
+            worker.close()
+    pytest.fail(f"the queue was not drained in time; exits so far: {exits}")

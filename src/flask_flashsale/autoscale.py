@@ -252,9 +252,11 @@ class Supervisor:
             )
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigurationError("--autoscale forks worker processes: not possible here")
-        if state.ext.hooks.order_handler is None:
+        hooks = state.ext.hooks
+        if hooks.order_handler is None and hooks.order_batch_handler is None:
             raise ConfigurationError(
                 "no order handler: decorate a function with @flashsale.order_handler"
+                " or @flashsale.order_batch_handler"
             )
         self.app = app
         self.state = state

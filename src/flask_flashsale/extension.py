@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 IdentityLoader = Callable[[], "str | int | None"]
 OrderHandler = Callable[[Order], None]
+#: The batch hook: the orders of one read, handled in one call (one transaction).
+OrderBatchHandler = Callable[[list[Order]], None]
 ExpiryHandler = Callable[[Ticket], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +58,8 @@ class Hooks:
     identity_loader: IdentityLoader | None
     #: :meth:`FlashSale.order_handler`.
     order_handler: OrderHandler | None
+    #: :meth:`FlashSale.order_batch_handler` (at most one of the two is registered).
+    order_batch_handler: OrderBatchHandler | None
     #: :meth:`FlashSale.expiry_handler`.
     expiry_handler: ExpiryHandler | None
     #: :meth:`FlashSale.limit_exempt_when`.
@@ -194,6 +198,7 @@ class FlashSale:
     def __init__(self, app: Flask | None = None) -> None:
         self._identity_loader: IdentityLoader | None = None
         self._order_handler: OrderHandler | None = None
+        self._order_batch_handler: OrderBatchHandler | None = None
         self._expiry_handler: ExpiryHandler | None = None
         self._limit_exempt_when: Callable[[], bool] | None = None
         self._reconcile_source: ReconcileSource | None = None
@@ -239,8 +244,40 @@ class FlashSale:
 
         It runs in the worker inside an app context. Raising means "retry later";
         ``order.id`` is stable, so a unique key on it makes the hook idempotent.
+        Register this or :meth:`order_batch_handler`, not both
+        (:class:`~flask_flashsale.ConfigurationError`).
         """
+        if self._order_batch_handler is not None:
+            raise ConfigurationError(
+                "an order_batch_handler is registered: register order_handler or "
+                "order_batch_handler, not both"
+            )
         self._order_handler = fn
+        self._hooks = None
+        return fn
+
+    def order_batch_handler(self, fn: F) -> F:
+        """Register the host's hook that persists several admitted orders in one call.
+
+        ``fn(orders)`` gets a ``list[Order]``: the orders of one read of the
+        worker (up to :data:`FLASHSALE_WORKER_BATCH` per sale, possibly of
+        several sales) whose tickets still need the hook, so the host can
+        write them in one transaction with one multi-row insert. It runs in
+        the worker inside an app context. Returning confirms every order of
+        the list; raising confirms none: the worker then calls ``fn`` again
+        with each order alone (a list of one), so only an order that fails
+        by itself counts a failure (retry, and compensation after
+        ``FLASHSALE_MAX_ATTEMPTS``). Orders claimed from a dead worker and
+        retries come one at a time too. A unique key on ``order.id`` makes
+        it idempotent. Register this or :meth:`order_handler`, not both
+        (:class:`~flask_flashsale.ConfigurationError`). See :doc:`/worker`.
+        """
+        if self._order_handler is not None:
+            raise ConfigurationError(
+                "an order_handler is registered: register order_handler or "
+                "order_batch_handler, not both"
+            )
+        self._order_batch_handler = fn
         self._hooks = None
         return fn
 
@@ -281,6 +318,7 @@ class FlashSale:
             hooks = self._hooks = Hooks(
                 identity_loader=self._identity_loader,
                 order_handler=self._order_handler,
+                order_batch_handler=self._order_batch_handler,
                 expiry_handler=self._expiry_handler,
                 limit_exempt_when=self._limit_exempt_when,
                 reconcile_source=self._reconcile_source,
@@ -731,8 +769,9 @@ class FlashSale:
         """Process the order queue in this process; return how many orders it settled.
 
         Reads every sale's stream (new sales are found without a restart),
-        calls :meth:`order_handler` inside an app context, then confirms the
-        ticket and acknowledges the order in one script. ``burst=True`` drains
+        calls :meth:`order_handler` (or :meth:`order_batch_handler`) inside an
+        app context, then confirms the tickets and acknowledges the orders in
+        one script. ``burst=True`` drains
         the queue and returns; otherwise it runs until SIGTERM/SIGINT (the order
         in hand is finished first; a second signal stops at once).
         ``concurrency`` consumer threads share the work. See :doc:`worker`.

@@ -1,4 +1,4 @@
-"""The worker: hands every admitted order to the host's ``order_handler``.
+"""The worker: hands every admitted order to the host's order hook.
 
 One loop per consumer (``flask flashsale worker``, :meth:`FlashSale.run_worker`)::
 
@@ -24,6 +24,14 @@ leaves the mark on exactly the order in hand. An order is compensated only
 after its own hook raised ``FLASHSALE_MAX_ATTEMPTS`` times, or after its
 worker died with it in hand that many times; never for deliveries counted
 against it while it waited in someone's batch, and never once its hook returned.
+
+With a batch hook (``order_batch_handler``) the new orders of one read that
+need the hook go to it in one call, unmarked, like the orders of a batch with
+the per-order hook: a worker that dies inside that call leaves every one of
+them pending and none marked, so they are claimed and run in careful mode,
+each alone (a list of one) and marked. A batch call that raises counts
+nothing against its orders: each is then run alone, marked as in careful
+mode, so a failure or a death is pinned on the one order that had it.
 
 Each turn also expires the unpaid holds whose ``pay_by`` has passed (sales
 with a payment timeout, :mod:`.payments`): one bounded batch per sale and
@@ -61,7 +69,7 @@ if TYPE_CHECKING:
     #: What :func:`signal.signal` takes and returns: a function, ``SIG_DFL``/``SIG_IGN``, None.
     _SignalHandler: TypeAlias = Callable[[int, FrameType | None], object] | int | None
 
-    from .extension import FlashSaleState, Hooks, OrderHandler
+    from .extension import FlashSaleState, Hooks, OrderBatchHandler
 
 
 log = logging.getLogger("flask_flashsale.worker")
@@ -243,8 +251,8 @@ class Worker:
     def run(self) -> int:
         """Process orders until stopped; return how many this worker settled.
 
-        Raises :class:`~flask_flashsale.ConfigurationError` when no
-        ``order_handler`` is registered.
+        Raises :class:`~flask_flashsale.ConfigurationError` when neither
+        ``order_handler`` nor ``order_batch_handler`` is registered.
         """
         self._check_handler()
         previous = self._install_signals()
@@ -329,6 +337,9 @@ class Worker:
             return 0
         for d in batch:
             c.in_hand[d.entry_id] = d
+        batch_handler = self._hooks().order_batch_handler
+        if batch_handler is not None and batch:
+            return expired + self._step_batch(c, batch, batch_handler)
         done = 0  # orders started (the first ``done`` of the batch)
         confirms = _Confirms()
         try:
@@ -357,6 +368,116 @@ class Worker:
             # confirm the hooks that returned, hand back the orders not started.
             self._wind_up(c, confirms, batch[done:])
             c.in_hand.clear()
+
+    def _step_batch(self, c: _Consumer, batch: list[Delivery], handler: OrderBatchHandler) -> int:
+        """New orders with a batch hook: one call for those that need it; how many started.
+
+        Cancelled and failed tickets are only acknowledged, expiry-hook calls
+        are made one by one, the rest goes to ``handler`` in one list. If it
+        raises, :meth:`_one_by_one` runs each order of the list alone.
+        """
+        confirms = _Confirms()
+        # Orders not started yet, handed back however the turn ends.
+        rest = {(d.sale_id, d.entry_id): d for d in batch}
+        try:
+            if self._stopping.is_set():
+                return 0
+            hooked: list[Delivery] = []
+            expiries: list[tuple[Delivery, str | None]] = []
+            for d, status in zip(batch, self.queue.ticket_statuses(batch), strict=True):
+                if is_expiry(d.fields):
+                    expiries.append((d, status))
+                    continue
+                del rest[d.sale_id, d.entry_id]
+                if status in ("cancelled", "failed"):
+                    confirms.add(d, None)  # acknowledged, the ticket stays as it is
+                else:
+                    hooked.append(d)
+            if hooked:
+                self._call_batch(c, hooked, handler, confirms, rest)
+            for d, status in expiries:
+                if self._stopping.is_set():
+                    break
+                del rest[d.sale_id, d.entry_id]
+                self._handle(c, d, status, confirms)
+                self._between_orders(c, confirms)
+            self._settle(c, confirms)
+            return len(batch) - len(rest)
+        finally:
+            self._wind_up(c, confirms, list(rest.values()))
+            c.in_hand.clear()
+
+    def _call_batch(
+        self,
+        c: _Consumer,
+        ds: list[Delivery],
+        handler: OrderBatchHandler,
+        confirms: _Confirms,
+        rest: dict[tuple[str, str], Delivery],
+    ) -> None:
+        """Call the batch hook once with the orders of ``ds``; queue them for confirmation.
+
+        If it raises, nothing is counted against them (one bad order must not
+        fail its batch-mates): each is run alone by :meth:`_one_by_one`.
+        """
+        with self.app.app_context():
+            orders = [d.order() for d in ds]
+            try:
+                handler(orders)
+            except Exception as exc:
+                if len(ds) == 1:  # it failed alone: that counts
+                    self._hook_failed(c, ds[0], exc, started=False)
+                    return
+                error: Exception = exc
+            else:
+                for d, order in zip(ds, orders, strict=True):
+                    confirms.add(d, order)
+                return
+        log.warning(
+            "worker %s: a batch of %d order(s) failed (%s: %s); handling them one at a time",
+            c.name,
+            len(ds),
+            type(error).__name__,
+            str(error)[:200],
+        )
+        for d in ds:
+            rest[d.sale_id, d.entry_id] = d
+        self._one_by_one(c, ds, confirms, rest)
+
+    def _one_by_one(
+        self,
+        c: _Consumer,
+        ds: list[Delivery],
+        confirms: _Confirms,
+        rest: dict[tuple[str, str], Delivery],
+    ) -> None:
+        """Run each order of a failed batch alone, marked and settled as in careful mode.
+
+        A failure is then counted on the order that failed by itself, and a
+        death inside its call is pinned on it (:meth:`OrderQueue.start`).
+        Orders not started when the worker is asked to stop stay in ``rest``.
+        """
+        for d in ds:
+            if self._stopping.is_set():
+                return
+            del rest[d.sale_id, d.entry_id]
+            deaths, status = self.queue.start(c.name, d)
+            if deaths < 0:  # another worker claimed it meanwhile
+                c.in_hand.pop(d.entry_id, None)
+                continue
+            self._handle(c, d, status, confirms, started=deaths > 0)
+            # Settled right away, as in careful mode: an order whose hook
+            # returned must not keep its mark while the next one runs.
+            self._settle(c, confirms)
+            if not self._beating and time.monotonic() >= self._next_beat:
+                self._beat()
+
+    def _between_orders(self, c: _Consumer, confirms: _Confirms) -> None:
+        """Confirm what waited long enough; renew the leases without a heartbeat thread."""
+        if confirms.due():
+            self._settle(c, confirms)
+        if not self._beating and time.monotonic() >= self._next_beat:
+            self._beat()
 
     def _step_careful(self, c: _Consumer, batch: list[Delivery]) -> int:
         """Claimed orders, one at a time, fewest deaths first; return how many were started.
@@ -465,7 +586,6 @@ class Worker:
         ``started``: a death mark was recorded for this attempt
         (:meth:`OrderQueue.start`); a failure takes it back.
         """
-        settings = self.settings
         expiry = is_expiry(d.fields)  # the expiry hook's call of an expired hold
         with self.app.app_context():
             order = d.order()
@@ -478,33 +598,36 @@ class Worker:
                         if expiry_handler is not None:
                             expiry_handler(expired_ticket(d.sale_id, d.fields))
                     else:
-                        handler = self._handler()
-                        if handler is None:
-                            raise ConfigurationError("no order handler registered")
-                        handler(order)
+                        self._call_hook(order)
                 except Exception as exc:
-                    reason = f"{type(exc).__name__}: {exc}"[:500]
-                    failures = d.failures + 1
-                    final = failures >= settings.max_attempts
-                    log.log(
-                        logging.ERROR if final else logging.WARNING,
-                        "%s %s attempt %d/%d failed: %s",
-                        "expiry hook of order" if expiry else "order",
-                        order.id,
-                        failures,
-                        settings.max_attempts,
-                        reason,
-                        exc_info=final,  # the traceback once, when the order is given up
-                    )
-                    if final:
-                        self._fail(c, d, reason)
-                    elif self.queue.retry(
-                        c.name, d, self._backoff(failures), started=started
-                    ):
-                        self._count("retried")
-                    c.in_hand.pop(d.entry_id, None)
+                    self._hook_failed(c, d, exc, started=started)
                 else:
                     confirms.add(d, None if expiry else order)
+
+    def _hook_failed(self, c: _Consumer, d: Delivery, exc: Exception, *, started: bool) -> None:
+        """Record that ``d``'s own hook call raised: a retry later, or compensation.
+
+        Inside the app context of the call. ``started``: see :meth:`_handle`.
+        """
+        settings = self.settings
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        failures = d.failures + 1
+        final = failures >= settings.max_attempts
+        log.log(
+            logging.ERROR if final else logging.WARNING,
+            "%s %s attempt %d/%d failed: %s",
+            "expiry hook of order" if is_expiry(d.fields) else "order",
+            d.ticket_id,
+            failures,
+            settings.max_attempts,
+            reason,
+            exc_info=exc if final else None,  # the traceback once, when the order is given up
+        )
+        if final:
+            self._fail(c, d, reason)
+        elif self.queue.retry(c.name, d, self._backoff(failures), started=started):
+            self._count("retried")
+        c.in_hand.pop(d.entry_id, None)
 
     def _settle(self, c: _Consumer, confirms: _Confirms) -> None:
         """Confirm the orders waiting in ``confirms`` (one script call per sale)."""
@@ -578,14 +701,26 @@ class Worker:
             raise _AppGone()
         return ext.hooks
 
-    def _handler(self) -> OrderHandler | None:
-        return self._hooks().order_handler
+    def _has_handler(self) -> bool:
+        hooks = self._hooks()
+        return hooks.order_handler is not None or hooks.order_batch_handler is not None
+
+    def _call_hook(self, order: Order) -> None:
+        """Hand one order to the host: ``order_handler(order)``, or the batch hook with [order]."""
+        hooks = self._hooks()
+        if hooks.order_batch_handler is not None:
+            hooks.order_batch_handler([order])
+        elif hooks.order_handler is not None:
+            hooks.order_handler(order)
+        else:
+            raise ConfigurationError("no order handler registered")
 
     def _check_handler(self) -> None:
         """Refuse to start without an order handler."""
-        if self._handler() is None:
+        if not self._has_handler():
             raise ConfigurationError(
                 "no order handler: decorate a function with @flashsale.order_handler"
+                " or @flashsale.order_batch_handler"
             )
 
     def _count(self, outcome: str) -> None:
@@ -787,9 +922,12 @@ class EmbeddedWorker(Worker):
 
     def step(self, consumer: int = 0) -> int:
         """One turn of the loop (:meth:`Worker.step`), or one tick's wait without a handler."""
-        if self._handler() is None:
+        if not self._has_handler():
             if not self._warned:
-                log.warning("inline worker: no @order_handler registered; orders stay queued")
+                log.warning(
+                    "inline worker: no @order_handler (nor @order_batch_handler) registered;"
+                    " orders stay queued"
+                )
                 self._warned = True
             self._stopping.wait(self.tick)
             return 0
