@@ -8,6 +8,7 @@ lives here (``from .helpers import build_app, problem, PREFIX``).
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -90,6 +91,18 @@ def problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert doc["status"] == status
     assert "Traceback" not in response.get_data(as_text=True)
     return doc
+
+
+def make_tls_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1: ``(cert, key)`` in ``directory``."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
 
 
 def redis_now(client: redis_lib.Redis) -> float:

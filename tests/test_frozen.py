@@ -480,3 +480,22 @@ def test_the_python_api_raises_within_the_bound(
         in_threads(16, buy)
     assert len(calls) == 16
     assert_within_bound(calls, machine)
+
+
+@pytest.mark.parametrize("idle", [0.0, 0.05], ids=["hot", "idle"])
+def test_an_order_on_a_kept_fast_connection_is_cut_at_the_socket_timeout(
+    server: RedisServer, machine: MachineDelays, idle: float
+) -> None:
+    """The fast admission path keeps its connection between orders; on a frozen
+    Redis its order is still a 503 within the bound, whether the connection was
+    just used or idle long enough to be checked first."""
+    app, flashsale = build_app(server.url, FLASHSALE_REDIS_SOCKET_TIMEOUT=TIMEOUT)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5, per_user_limit=5)
+    clients = Clients(app)
+    assert clients.send("order", "POST", f"{PREFIX}/tee/order", {"X-User": "a"}).status_code == 202
+    time.sleep(idle)
+    with Frozen(server):
+        clients.send("order", "POST", f"{PREFIX}/tee/order", {"X-User": "b"})
+    assert_honest_503(clients.answers[1])
+    assert_within_bound(clients.answers[1:], machine)

@@ -233,6 +233,8 @@ class Settings:
     connect_timeout: float = setting("FLASHSALE_REDIS_CONNECT_TIMEOUT", 0.5, _float(0.001))
     pool_timeout: float = setting("FLASHSALE_REDIS_POOL_TIMEOUT", 1.0, _float(0))
     health_check_interval: int = setting("FLASHSALE_REDIS_HEALTH_CHECK_INTERVAL", 30, _int(0))
+    #: Admission scripts sent pre-packed on the pool's connections (one Redis server).
+    fast_admission: bool = setting("FLASHSALE_FAST_ADMISSION", True, _flag)
     ticket_ttl: int = setting("FLASHSALE_TICKET_TTL", 7 * 24 * 3600, _int(1))
     max_body: int = setting("FLASHSALE_MAX_BODY", 16 * 1024, _int(1))
     max_quantity: int = setting("FLASHSALE_MAX_QUANTITY", 100, _int(1))

@@ -19,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import os
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from queue import Empty, LifoQueue
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -116,15 +119,35 @@ class BoundedPool(redis.BlockingConnectionPool):
       :class:`~flask_flashsale.breaker.CircuitOpen` without a round trip;
     - otherwise its socket gets only what is left of the budget for this call
       (one ``settimeout`` now and one when the connection comes back).
+
+    The fast admission path (:mod:`~flask_flashsale.fastcall`) keeps the
+    connections it used in :attr:`lent` instead of giving them back to the
+    queue: they stay this pool's, counted in its size, so the process never
+    holds more than ``max_connections`` sockets. A caller that finds the queue
+    empty takes an idle one from :attr:`lent` before it waits, and while
+    anyone waits (:attr:`waiting`) the fast path gives its connections back to
+    the queue instead.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         #: The circuit breaker a waiter checks again once it has a connection.
         self.breaker: Any = None
+        #: Idle connections of this pool held outside its queue by the fast path
+        #: (``list.pop``/``append`` are atomic: no lock on that path).
+        self.lent: list[Any] = []
+        #: How many callers wait for a connection now.
+        self.waiting = 0
+        self._waiting_lock = threading.Lock()
         kwargs["queue_class"] = lambda size: _FreeConnections(size, self._wait)
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         #: Seconds a call may take, pool wait included (the socket timeout).
         self.budget: float | None = self.connection_kwargs.get("socket_timeout")
+        # A forked child must not use the parent's sockets. redis-py's own
+        # pool notices the fork at its next call (``_checkpid``); the fast path
+        # makes no pool call while it finds a lent connection, so forget them
+        # at the fork itself (the child's pool makes new ones).
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_lent(ref))
 
     def make_connection(self) -> Any:
         """A new connection (not yet connected), with no deadline."""
@@ -161,6 +184,22 @@ class BoundedPool(redis.BlockingConnectionPool):
         super().release(connection)  # type: ignore[no-untyped-call]
 
     def _wait(self, free: _FreeConnections, timeout: float | None) -> Any:
+        with self._waiting_lock:
+            self.waiting += 1
+        try:
+            # Counted as waiting first: the fast path looks at ``waiting``
+            # after putting a connection in ``lent``, so one it puts there
+            # now is either found here or handed to the queue.
+            try:
+                return self.lent.pop()
+            except IndexError:
+                pass
+            return self._wait_for_queue(free, timeout)
+        finally:
+            with self._waiting_lock:
+                self.waiting -= 1
+
+    def _wait_for_queue(self, free: _FreeConnections, timeout: float | None) -> Any:
         budget = self.budget
         if budget is None:  # no socket timeout, no budget: redis-py's plain wait
             return free.wait(timeout)
@@ -183,6 +222,14 @@ class BoundedPool(redis.BlockingConnectionPool):
                 raise
         setattr(connection, _DEADLINE, deadline)
         return connection
+
+
+def _forget_lent(ref: weakref.ref[BoundedPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.lent.clear()  # in place: the fast path holds this very list
+        pool.waiting = 0  # threads that waited in the parent do not exist here
+        pool._waiting_lock = threading.Lock()
 
 
 def _redis(url: str, settings: Settings) -> redis.Redis:

@@ -41,6 +41,7 @@ from redis.exceptions import WatchError
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
 from .events import SOLD_OUT, event
+from .fastcall import fast_script_for
 from .keys import AdmissionKeys, Keys, join_ticket_id
 from .lock import FencedLock
 from .models import Admission
@@ -534,10 +535,15 @@ def build_strategy(
     name = settings.inventory_strategy
     events = keys.events_channel()
     if name == "lua":
+        script = scripts["admission"]
+        if settings.fast_admission:
+            # The same script, sent pre-packed on the pool's own connections
+            # (one Redis server only; other backends keep redis-py's Script).
+            script = fast_script_for(script, client)
         return LuaStrategy(
             client,
             keys,
-            scripts["admission"],
+            script,
             ticket_ttl=settings.ticket_ttl,
             user_rate=rates.get("user"),
             sale_rate=rates.get("sale"),
