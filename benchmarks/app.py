@@ -8,6 +8,9 @@ gunicorn worker builds the same app:
     the throwaway Redis the runner started (required).
 ``BENCH_STRATEGY``
     ``FLASHSALE_INVENTORY_STRATEGY`` (default ``lua``).
+``BENCH_FAST_ADMISSION``
+    ``0`` turns ``FLASHSALE_FAST_ADMISSION`` off (redis-py's ``Script`` for
+    admission), for an A/B run; default on.
 ``BENCH_HOOK``
     the worker's order hook: ``noop`` (default), ``sqlite:<path>`` or
     ``postgres:<conninfo>``, or a batch hook (``order_batch_handler``):
@@ -41,6 +44,7 @@ def create_app(**config: Any) -> Flask:
         FLASHSALE_REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"),
         FLASHSALE_INVENTORY_STRATEGY=os.environ.get("BENCH_STRATEGY", "lua"),
         FLASHSALE_INLINE_WORKER=False,
+        FLASHSALE_FAST_ADMISSION=os.environ.get("BENCH_FAST_ADMISSION", "1") != "0",
     )
     app.config.update(config)
     flashsale = FlashSale(app)

@@ -14,8 +14,7 @@ Why redis-py's own path cannot be this cheap (redis-py 5 to 8): one
 ``execute_command`` (our breaker) -> ``_execute_command`` (retry object,
 lambda, observability hooks, ``should_reconnect``) -> the pool's
 ``get_connection`` (fork check, the free queue's lock and condition,
-``connect()``, and ``can_read()``: a non-blocking read with two
-``settimeout`` calls, three syscalls per checkout) -> ``send_command``
+``connect()``, and ``can_read()``: a ``poll()`` syscall per checkout) -> ``send_command``
 (the command packed again from its arguments, every call) ->
 ``parse_response`` -> ``release`` (the queue's lock again). redis-py has no API
 to send pre-packed bytes through a client, nor to keep a connection out of
@@ -50,8 +49,10 @@ from .connection import _DEADLINE, BoundedPool
 #: use. After a Redis restart a connection's socket is dead (the kernel of the
 #: old server closed it), and the command sent on it would fail: that order
 #: would be a 503 although Redis is back. The check is redis-py's own
-#: ``can_read()`` (three syscalls), so it runs only when a connection sat
-#: idle; under load connections come back within a millisecond and skip it.
+#: ``can_read()`` (a ``poll()``; ~0.8 us against ~0.04 us for the clock read
+#: that decides whether to make it, on a ~12 us call), so it runs only when a
+#: connection sat idle; under load connections come back within a
+#: millisecond and skip it.
 #: A server that dies and comes back within this time after a connection's
 #: last use escapes the check: that one order answers 503.
 IDLE_CHECK = 0.01
