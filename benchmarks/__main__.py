@@ -29,6 +29,7 @@ BENCHMARKS = {
     "chaos": "benchmarks.chaos",
     "queue": "benchmarks.queue_bench",
     "cluster": "benchmarks.cluster_bench",
+    "orderpath": "benchmarks.orderpath",
 }
 
 
