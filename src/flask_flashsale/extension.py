@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import secrets
-import time
-from time import perf_counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from time import perf_counter
 from typing import Any, TypeVar
 
 from flask import Flask, current_app
@@ -459,7 +458,9 @@ class FlashSale:
         verified_pass = ""
         if queue_pass is not None:
             verified_pass = state.waiting.check_pass(sale_id, uid, queue_pass)
-        admission = state.strategy.admit(sale_id, uid, quantity, token, verified_pass)
+        admission = state.strategy.admit(
+            sale_id, uid, quantity, token, verified_pass, fresh_token=idempotency_key is None
+        )
         status = admission.status
         if status == "queued":
             remaining = admission.remaining

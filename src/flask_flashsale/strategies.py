@@ -65,12 +65,22 @@ class InventoryStrategy(Protocol):
     name: str
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome.
 
         ``verified_pass``: the buyer's waiting-room pass as verified by the web
         process: ``""`` none, ``"<queue epoch> <expiry ms>"``, ``"-"`` invalid.
+        ``fresh_token``: ``token`` was drawn at random for this attempt (no
+        idempotency key), so no ticket exists under it and a strategy may skip
+        looking for one.
         """
         ...
 
@@ -143,7 +153,14 @@ class LuaStrategy:
         self._slack = str(BUYER_INDEX_SLACK)
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Run the admission script once and translate its reply.
 
@@ -166,22 +183,26 @@ class LuaStrategy:
                 self._slack,
                 verified_pass,
                 event(SOLD_OUT, sale_id),
+                "1" if fresh_token else "",
             ],
         )
-        status, ticket, remaining, wait_ms = reply
+        status, throttled_by, remaining, wait_ms = reply
         remaining = int(remaining)
+        if status == "queued":  # the common answer first, positional (frozen dataclass)
+            return Admission(status, ticket_id, remaining if remaining > 0 else 0)
         if status == "rate_limited":
             return Admission(
                 status=status,
                 remaining=max(remaining, 0),
                 retry_after=int(wait_ms) / 1000.0,
-                throttled_by=ticket,
+                throttled_by=throttled_by,
             )
+        wait_ms = int(wait_ms)
         return Admission(
             status=status,
-            ticket_id=ticket or None,
+            ticket_id=ticket_id if status == "duplicate" else None,
             remaining=None if status == "not_found" else max(remaining, 0),
-            retry_after=int(wait_ms) / 1000.0 if int(wait_ms) > 0 else None,
+            retry_after=wait_ms / 1000.0 if wait_ms > 0 else None,
         )
 
 
@@ -380,7 +401,14 @@ class OptimisticStrategy(WatchedStrategy):
         self.max_backoff = max_backoff
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         k = self.keys.admission(sale_id, user_id, token)
@@ -462,7 +490,14 @@ class LockStrategy(WatchedStrategy):
         )
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Admit while holding the sale lock.
 
