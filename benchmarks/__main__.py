@@ -30,6 +30,7 @@ BENCHMARKS = {
     "queue": "benchmarks.queue_bench",
     "cluster": "benchmarks.cluster_bench",
     "admission-client": "benchmarks.admission_client",
+    "orderpath": "benchmarks.orderpath",
 }
 
 

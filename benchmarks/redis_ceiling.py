@@ -61,7 +61,7 @@ def capture_call(redis_url: str, sale_id: str) -> tuple[str, list[str], list[str
 
     strategy._script = recorder
     try:
-        strategy.admit(sale_id, USER, 1, TOKEN)
+        strategy.admit(sale_id, USER, 1, TOKEN, fresh_token=True)  # as an order without a key
     finally:
         strategy._script = script
     state.client.script_load(script.script)

@@ -58,3 +58,26 @@ def test_strategies_benchmark_accounts_for_every_attempt(tmp_path: Path) -> None
         # Every attempt was admitted (huge stock, a new buyer each time): none lost, none failed.
         assert run["statuses"] == {"queued": run["attempts"]}
     assert "lua" in proc.stdout
+
+
+@pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
+def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None:
+    out = tmp_path / "orderpath.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    args = ["--requests", "50", "--rounds", "1", "--admissions", "100", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "orderpath", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["cpu_us_per_request"]) == {"bare", "order", "order_python", "sold_out"}
+    redis = result["redis"]
+    # One EVALSHA per admission; inside it, one XADD (INFO commandstats counts both).
+    assert redis["evalsha_calls"] == 100
+    assert redis["inner_commands_per_admission"]["xadd"] == 1

@@ -219,12 +219,21 @@ class Metrics:
         #: Reads the Redis gauges and ``flashsale_scrape_errors_total`` at scrape time.
         self.redis = RedisCollector(state)
         self.registry.register(self.redis)
+        self._observe = self.admission_seconds.observe
+        self._children: dict[tuple[str, str], Any] = {}
 
     def admitted(self, sale_id: str, admission: Admission, started: float) -> None:
         """Record one answered attempt; ``started`` is its ``time.perf_counter()``."""
-        self.admission_seconds.observe(time.perf_counter() - started)
-        sale = UNKNOWN_SALE if admission.status == "not_found" else sale_id
-        self.admissions.labels(sale, admission.status).inc()
+        self._observe(time.perf_counter() - started)
+        status = admission.status
+        sale = UNKNOWN_SALE if status == "not_found" else sale_id
+        # The labelled child, looked up once per (sale, result): ``labels()``
+        # checks and converts its arguments and takes a lock on every call.
+        # As big as the family's own children (only existing sales are labels).
+        child = self._children.get((sale, status))
+        if child is None:
+            child = self._children[sale, status] = self.admissions.labels(sale, status)
+        child.inc()
 
     def connect(self, app: Flask) -> None:
         """Count the orders the app's workers settle (``order_confirmed``/``order_failed``)."""

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,6 +48,7 @@ from .models import Admission
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .protocols import RedisClient, RedisPipeline, Script
     from .ratelimit import Rate
 
 #: ``retry_after`` (seconds) of a ``busy`` answer.
@@ -66,12 +67,22 @@ class InventoryStrategy(Protocol):
     name: str
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Try to admit one order for ticket ``<sale_id>~<token>``; return the outcome.
 
         ``verified_pass``: the buyer's waiting-room pass as verified by the web
         process: ``""`` none, ``"<queue epoch> <expiry ms>"``, ``"-"`` invalid.
+        ``fresh_token``: ``token`` was drawn at random for this attempt (no
+        idempotency key), so no ticket exists under it and a strategy may skip
+        looking for one.
         """
         ...
 
@@ -125,9 +136,9 @@ class LuaStrategy:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
-        script: Any,
+        script: Script,
         *,
         ticket_ttl: int,
         user_rate: Rate | None = None,
@@ -144,7 +155,14 @@ class LuaStrategy:
         self._slack = str(BUYER_INDEX_SLACK)
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Run the admission script once and translate its reply.
 
@@ -167,22 +185,26 @@ class LuaStrategy:
                 self._slack,
                 verified_pass,
                 event(SOLD_OUT, sale_id),
+                "1" if fresh_token else "",
             ],
         )
-        status, ticket, remaining, wait_ms = reply
+        status, throttled_by, remaining, wait_ms = reply
         remaining = int(remaining)
+        if status == "queued":  # the common answer first, positional (frozen dataclass)
+            return Admission(status, ticket_id, remaining if remaining > 0 else 0)
         if status == "rate_limited":
             return Admission(
                 status=status,
                 remaining=max(remaining, 0),
                 retry_after=int(wait_ms) / 1000.0,
-                throttled_by=ticket,
+                throttled_by=throttled_by,
             )
+        wait_ms = int(wait_ms)
         return Admission(
             status=status,
-            ticket_id=ticket or None,
+            ticket_id=ticket_id if status == "duplicate" else None,
             remaining=None if status == "not_found" else max(remaining, 0),
-            retry_after=int(wait_ms) / 1000.0 if int(wait_ms) > 0 else None,
+            retry_after=wait_ms / 1000.0 if wait_ms > 0 else None,
         )
 
 
@@ -209,7 +231,9 @@ class WatchedStrategy:
     #: ``optimistic`` or ``lock``.
     name: str
 
-    def __init__(self, client: Any, keys: Keys, *, ticket_ttl: int, events_channel: str) -> None:
+    def __init__(
+        self, client: RedisClient, keys: Keys, *, ticket_ttl: int, events_channel: str
+    ) -> None:
         self.client = client
         self.keys = keys
         self.ticket_ttl = ticket_ttl
@@ -252,7 +276,7 @@ class WatchedStrategy:
 
     def _judge(
         self,
-        pipe: Any,
+        pipe: RedisPipeline,
         k: AdmissionKeys,
         user_id: str,
         quantity: int,
@@ -306,7 +330,7 @@ class WatchedStrategy:
 
     def _write(
         self,
-        pipe: Any,
+        pipe: RedisPipeline,
         k: AdmissionKeys,
         sale_id: str,
         user_id: str,
@@ -366,7 +390,7 @@ class OptimisticStrategy(WatchedStrategy):
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
         *,
         ticket_ttl: int,
@@ -381,7 +405,14 @@ class OptimisticStrategy(WatchedStrategy):
         self.max_backoff = max_backoff
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Admit with WATCH/MULTI/EXEC, retrying refused transactions."""
         k = self.keys.admission(sale_id, user_id, token)
@@ -426,9 +457,9 @@ class LockStrategy(WatchedStrategy):
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         keys: Keys,
-        lock_script: Any,
+        lock_script: Script,
         *,
         ticket_ttl: int,
         lease: float = 1.0,
@@ -463,7 +494,14 @@ class LockStrategy(WatchedStrategy):
         )
 
     def admit(
-        self, sale_id: str, user_id: str, quantity: int, token: str, verified_pass: str = ""
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        token: str,
+        verified_pass: str = "",
+        *,
+        fresh_token: bool = False,
     ) -> Admission:
         """Admit while holding the sale lock.
 
@@ -518,9 +556,9 @@ class LockStrategy(WatchedStrategy):
 
 def build_strategy(
     settings: Settings,
-    client: Any,
+    client: RedisClient,
     keys: Keys,
-    scripts: Mapping[str, Any],
+    scripts: Mapping[str, Script],
     rates: Mapping[str, Rate | None],
 ) -> InventoryStrategy:
     """The strategy named by ``FLASHSALE_INVENTORY_STRATEGY``, on ``client``.

@@ -15,9 +15,13 @@
 --          epoch must match and whose expiry is checked on Redis TIME
 -- ARGV[12] the event published on ARGV[9] when this attempt takes the last
 --          unit (the sale's 'sold_out' message)
+-- ARGV[13] '1' when the ticket token was drawn at random for this attempt (no
+--          Idempotency-Key): no ticket can exist under it, so the idempotency
+--          lookup is skipped; '' otherwise
 --
--- Reply: {status, ticket id or '', remaining or -1, retry after ms}; when
--- rate_limited, the second field names the bucket that refused: user or sale.
+-- Reply: {status, '', remaining or -1, retry after ms}; when rate_limited, the
+-- second field names the bucket that refused: user or sale. (The caller knows
+-- the ticket id of a queued or duplicate attempt: it is ARGV[3].)
 -- Order of checks: sale exists, idempotency (the same ticket again: the same
 -- quantity replays it, another one is an idempotency_mismatch), the pass of a
 -- sale with a waiting room (its 'queue' epoch field is set), window (on
@@ -37,12 +41,12 @@ local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit'
 if not sale[1] then return {'not_found', '', -1, 0} end
 local remaining = tonumber(sale[1])
 
-local known_qty = redis.call('HGET', KEYS[3], 'q')
+local known_qty = ARGV[13] ~= '1' and redis.call('HGET', KEYS[3], 'q')
 if known_qty then
   if tonumber(known_qty) ~= tonumber(ARGV[2]) then
     return {'idempotency_mismatch', '', remaining, 0}
   end
-  return {'duplicate', ARGV[3], remaining, 0}
+  return {'duplicate', '', remaining, 0}
 end
 
 local pass_expires
@@ -97,4 +101,4 @@ redis.call('HSET', KEYS[7], ARGV[1], tokens)
 if remaining == 0 and ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], ARGV[12])
 end
-return {'queued', ARGV[3], remaining, 0}
+return {'queued', '', remaining, 0}
