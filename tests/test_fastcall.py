@@ -20,7 +20,7 @@ from flask_flashsale.breaker import CircuitOpen
 from flask_flashsale.fastcall import FastScript
 
 from .cluster import LocalSentinel
-from .helpers import CommandCounter, MakeApp, build_app, make_tls_cert, redis_now
+from .helpers import CommandCounter, MakeApp, build_app, make_tls_cert, redis_now, wait_for
 from .redis_server import RedisServer, free_port, require_redis_binary
 
 Reply = list[Any]
@@ -194,6 +194,12 @@ def test_more_threads_than_connections_admit_each_order_exactly_once(
     )
     with app.app_context():
         flashsale.create_sale("tee", stock=150)
+        flashsale.get_sale("tee")  # starts the cache's subscriber (same client name)
+    # Counted only once the subscriber has subscribed: while it connects, its
+    # own connection looks like a pooled one.
+    wait_for(
+        lambda: any(c["name"] == "fastpool" and c["sub"] != "0" for c in redis_client.client_list())
+    )
     most_connections = 0
 
     def buy(n: int) -> list[tuple[str, str | None]]:
