@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,24 @@ def test_strategies_benchmark_accounts_for_every_attempt(tmp_path: Path) -> None
         # Every attempt was admitted (huge stock, a new buyer each time): none lost, none failed.
         assert run["statuses"] == {"queued": run["attempts"]}
     assert "lua" in proc.stdout
+
+
+@pytest.mark.skipif(not require_redis_binary() or shutil.which("wrk") is None,
+                    reason="redis-server and wrk are needed")
+def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Path) -> None:
+    out = tmp_path / "http.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "http", "--quick", "--worker-classes", "gevent",
+         "--cases", "bare,floor,order,sold_out", "--connections", "4", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]["gevent"]
+    for case in ("bare", "floor", "order", "sold_out"):
+        assert summary[case]["requests"] > 0
+        assert summary[case]["errors"] == 0, (case, result["rounds"][0]["gevent"][case])
+    assert summary["floor"]["evalsha_per_req"] > 0.99  # one raw round trip each
+    assert summary["sold_out"]["evalsha_per_req"] < 0.1  # mostly answered from the flag
+    assert "order/floor" in proc.stdout
