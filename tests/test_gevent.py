@@ -92,9 +92,11 @@ def test_gevent_workers_admit_exactly_the_stock_to_a_concurrent_crowd(
 
 
 def test_a_gevent_worker_sees_a_restock_made_by_another_process(
-    tmp_path: Path, redis_url: str, make_app: MakeApp
+    tmp_path: Path, private_redis: RedisServer
 ) -> None:
-    admin_app, admin = make_app(FLASHSALE_CACHE_TTL=0)  # no subscriber of its own
+    # A Redis of its own: the server's subscriber is the only one there.
+    redis_url = private_redis.url
+    admin_app, admin = build_app(redis_url, FLASHSALE_CACHE_TTL=0)  # no subscriber of its own
     with admin_app.app_context():
         admin.create_sale("tee", stock=1)
     # A minute of cache: only the subscriber can make the server forget its
@@ -109,9 +111,10 @@ def test_a_gevent_worker_sees_a_restock_made_by_another_process(
 
 
 def test_a_gevent_worker_sees_a_sale_sold_out_in_another_process(
-    tmp_path: Path, redis_url: str, make_app: MakeApp
+    tmp_path: Path, private_redis: RedisServer
 ) -> None:
-    admin_app, admin = make_app(FLASHSALE_CACHE_TTL=0)
+    redis_url = private_redis.url
+    admin_app, admin = build_app(redis_url, FLASHSALE_CACHE_TTL=0)
     with admin_app.app_context():
         admin.create_sale("tee", stock=1)
     with serve(tmp_path, redis_url, FLASHSALE_CACHE_TTL=60) as base:
