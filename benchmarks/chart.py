@@ -29,10 +29,17 @@ def _bars(ax: Any, labels: list[str], values: list[float], notes: list[str], tit
 
 
 def plot_http(ax: Any, data: dict[str, Any]) -> None:
-    """req/s per case, with the ratio to ``bare``."""
-    s = data["summary"]
-    _bars(ax, list(s), [v["rps"] for v in s.values()],
-          [f"{v['ratio']:.2f}x" for v in s.values()], "HTTP: req/s (ratio to bare view)",
+    """req/s per worker class and case, with the ratio to that class's ``bare``."""
+    summary = data["summary"]
+    if "bare" in summary:  # a result from before worker classes: one class
+        summary = {"": summary}
+    labels, values, notes = [], [], []
+    for cls, s in summary.items():
+        for case, v in s.items():
+            labels.append(f"{case}\n{cls}" if cls else case)
+            values.append(v["rps"])
+            notes.append(f"{v['ratio']:.2f}x")
+    _bars(ax, labels, values, notes, "HTTP: req/s (ratio to bare view, per worker class)",
           "requests/s")
 
 

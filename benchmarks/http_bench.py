@@ -1,21 +1,31 @@
 """``http``: what the extension costs per request, as ratios to a bare Flask view.
 
-One throwaway Redis, the bench app (:mod:`benchmarks.app`) under gunicorn with
-the same worker settings for every case, and wrk on loopback. Cases run
-interleaved (A B C D, A B C D, ...) and every ratio is taken within a round,
-so a noisy machine shifts all cases together and the ratios stay stable.
+One throwaway Redis and the bench app (:mod:`benchmarks.app`) under one
+gunicorn per worker class (``sync``, ``gthread``, ``gevent`` by default, all
+serving at once, same workers), and wrk on loopback. Each round runs every
+case for every class (class A: bare floor ..., class B: ...); every ratio is
+taken within one class and one round, so a noisy machine shifts the cases
+being compared together.
 
 Cases:
 
 ``bare``      ``GET /bare``: a Flask JSON view that does nothing (the ceiling).
 ``floor``     ``POST /floor``: the bare view plus one raw round trip of a trivial
-              script (``EVALSHA`` of ``return 1`` on the extension's client):
-              the cost no admission can avoid. ``order / floor`` is the share
-              of that budget the order path reaches (issue target: >= 0.9x).
+              script (``EVALSHA`` of ``return 1``, raw socket per thread or
+              greenlet, command packed up front, hiredis reader): the cost no
+              admission can avoid. ``order / floor`` is the share of that
+              budget the order path reaches (target: >= 0.9x).
+``floor_redis_py`` (not run unless asked) the same script through redis-py on
+              the extension's client: what the client library adds.
 ``detail``    ``GET /api/flash-sales/hot``: one sale's JSON.
 ``order``     ``POST /api/flash-sales/hot/order`` on a sale with 10^9 stock,
               every request a new buyer (admission cost: one EVALSHA).
-``sold_out``  ``POST`` on a sold-out sale (the fast path).
+``sold_out``  ``POST`` on a sold-out sale (the fast path; target >= 0.97x bare).
+
+Redis's cost of an admission is reported two ways per class: Redis's own CPU
+(``INFO cpu``) per request, and ``EVALSHA`` microseconds per call from
+``INFO commandstats`` (the script's run inside Redis, commands it calls
+included).
 
 Why wrk: it is C with one cheap Lua hook per request, so on 2 shared cores it
 leaves far more CPU to the server than a Python load generator (locust) would,
@@ -40,23 +50,30 @@ CASES: dict[str, tuple[str, str, str]] = {
     # name: (method, path, expected outcome: status[:problem code])
     "bare": ("GET", "/bare", "200"),
     "floor": ("POST", "/floor", "200"),
+    "floor_redis_py": ("POST", "/floor-redis-py", "200"),
     "detail": ("GET", "/api/flash-sales/hot", "200"),
     "order": ("POST", "/api/flash-sales/hot/order", "202"),
     "sold_out": ("POST", "/api/flash-sales/gone/order", "409:sold_out"),
 }
-TARGETS = {"order": 0.8, "sold_out": 0.95}
+DEFAULT_CASES = ["bare", "floor", "detail", "order", "sold_out"]
+#: case -> (reference case, the ratio case/reference must reach), per worker class
+TARGETS = {"order": ("floor", 0.9), "sold_out": ("bare", 0.97)}
+WORKER_CLASSES = ["sync", "gthread", "gevent"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``python -m benchmarks http``."""
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--duration", type=float, default=3, help="seconds per case per round")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
+                        help="comma-separated gunicorn worker classes, each its own server")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="gunicorn threads per worker (gthread)")
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                        help=f"comma-separated cases among {', '.join(CASES)}")
     parser.add_argument(
         "--profile", nargs="?", const="order,sold_out", default="",
         help="after the rounds, profile these cases' gunicorn workers with py-spy "
@@ -65,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def quick(args: argparse.Namespace) -> None:
-    """``--quick``: one short round (~20 s)."""
+    """``--quick``: one round of 1 s per case and class, no warm-up runs (~30 s)."""
     args.rounds = 1
-    args.duration = 3
+    args.duration = 1
+    args.warm_up = False
 
 
 def setup_sales(redis_url: str) -> None:
@@ -101,9 +119,9 @@ def probe(base: str, case: str) -> dict[str, Any]:
 
 
 def profile_case(case: str, base: str, master: int, duration: float,
-                 args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+                 args: argparse.Namespace, out_dir: Path, label: str = "") -> dict[str, Any]:
     """Run ``case`` under ``py-spy record`` and summarise where web CPU goes."""
-    raw = out_dir / f"http-{case}.pyspy.txt"
+    raw = out_dir / f"http-{label}{case}.pyspy.txt"
     raw.unlink(missing_ok=True)
     spy = common.start_pyspy(master, raw, duration=duration, subprocesses=True)
     if spy is None:
@@ -207,99 +225,154 @@ FOCUS = ["Flask.wsgi_app", "Flask.full_dispatch_request", "FlashSale.place_order
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; return the JSON-ready result."""
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
     unknown = set(cases) - set(CASES)
     if unknown or "bare" not in cases:
         raise SystemExit(f"cases must include 'bare' and be among {', '.join(CASES)}")
+    if not classes or len(set(classes)) != len(classes):
+        raise SystemExit("--worker-classes: one or more distinct gunicorn worker classes")
+    warm_up = getattr(args, "warm_up", True)
+    per_class = -(-args.connections // args.workers)
     result: dict[str, Any] = {
         "benchmark": "http",
         "machine": common.machine(),
         "settings": {
-            "server": f"gunicorn {args.worker_class}, {args.workers} workers x "
-                      f"{args.threads} threads, keep-alive, benchmarks.app:create_app()",
-            "load": f"wrk -t{args.wrk_threads} -c{args.connections}, "
+            "server": {
+                cls: f"gunicorn {cls}, {args.workers} workers"
+                     + (f" x {args.threads} threads" if cls == "gthread" else "")
+                     + (f" x {per_class} connections" if cls in ("gevent", "eventlet") else "")
+                     + ", benchmarks.app:create_app()"
+                for cls in classes
+            },
+            "load": f"wrk -t{args.wrk_threads} -c{args.connections}, keep-alive, "
                     f"{args.duration:g} s per case, {args.rounds} interleaved rounds",
             "order": ["lua strategy", "1 EVALSHA per order", "distinct X-User per request"],
+            "floor": "raw socket per thread/greenlet, pre-packed EVALSHA, hiredis reader",
         },
+        "worker_classes": classes,
+        "cases": cases,
     }
-    per_round: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
     with Processes() as procs:
         redis = Redis(procs)
         try:
             result["machine"]["redis"] = redis.version()
             setup_sales(redis.url)
-            log = Path(redis.dir) / "gunicorn.log"
-            master, base = common.start_gunicorn(
-                procs, redis_url=redis.url, workers=args.workers,
-                worker_class=args.worker_class, threads=args.threads, log=log,
-                worker_connections=-(-args.connections // args.workers),
-            )
-            result["probes"] = {c: probe(base, c) for c in cases}
-            for case in cases:  # warm-up: imports, pools, script caches
-                method, path, _ = CASES[case]
-                common.run_wrk(base, method=method, path=path, nonce=f"w{uuid.uuid4().hex[:6]}",
-                               duration=1, connections=args.connections,
-                               threads=args.wrk_threads)
-            workers = common.children(master.pid)
-            rss: dict[str, Any] = {"start_kib": [common.rss_kib(p) for p in workers]}
+            servers: dict[str, tuple[int, str, list[int], Path]] = {}
+            for cls in classes:
+                log = Path(redis.dir) / f"gunicorn-{cls}.log"
+                # (gunicorn turns sync with --threads > 1 into gthread: 1 thread there.)
+                master, base = common.start_gunicorn(
+                    procs, redis_url=redis.url, workers=args.workers, worker_class=cls,
+                    threads=args.threads if cls == "gthread" else 1, log=log,
+                    worker_connections=per_class,
+                )
+                servers[cls] = (master.pid, base, common.children(master.pid), log)
+            result["probes"] = {cls: {c: probe(servers[cls][1], c) for c in cases}
+                                for cls in classes}
+            if warm_up:  # imports, pools, script caches
+                for cls in classes:
+                    for case in cases:
+                        method, path, _ = CASES[case]
+                        common.run_wrk(servers[cls][1], method=method, path=path,
+                                       nonce=f"w{uuid.uuid4().hex[:6]}", duration=1,
+                                       connections=args.connections, threads=args.wrk_threads)
+            rss: dict[str, Any] = {cls: {"start_kib": [common.rss_kib(p) for p in servers[cls][2]]}
+                                   for cls in classes}
             admitted_total = 0
             mem_delta_total = 0
             for rnd in range(args.rounds):
                 row: dict[str, Any] = {"round": rnd + 1, "loadavg": common.loadavg()}
-                for case in cases:
-                    method, path, expected = CASES[case]
-                    mem0 = redis.used_memory() if case == "order" else 0
-                    rcpu0 = redis.cpu_seconds()
-                    wcpu0 = common.cpu_seconds(workers)
-                    data = common.run_wrk(
-                        base, method=method, path=path, nonce=f"r{rnd}{uuid.uuid4().hex[:6]}",
-                        duration=args.duration, connections=args.connections,
-                        threads=args.wrk_threads,
-                    )
-                    n = max(1, data["requests"])
-                    data["redis_cpu_us_per_req"] = (redis.cpu_seconds() - rcpu0) / n * 1e6
-                    data["web_cpu_us_per_req"] = (common.cpu_seconds(workers) - wcpu0) / n * 1e6
-                    data["wrk_cpu_us_per_req"] = data.pop("cpu_s") / n * 1e6
-                    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
-                    good = int(data["statuses"].get(expected, 0))
-                    sock = sum(v for k, v in data["errors"].items() if k != "status")
-                    data["errors_total"] = data["requests"] - good + sock
-                    if case == "order":
-                        delta = redis.used_memory() - mem0
-                        data["redis_bytes_per_order"] = delta / max(1, good)
-                        admitted_total += good
-                        mem_delta_total += delta
-                    row[case] = data
-                for case in cases:
-                    row[case]["ratio"] = row[case]["rps"] / row["bare"]["rps"]
-                    # CPU spent per request by everything on the box (web workers,
-                    # Redis, wrk): other load steals time, not CPU per request, so
-                    # this ratio is steadier than req/s on a shared machine.
-                    cpu = {c: row[c]["web_cpu_us_per_req"] + row[c]["redis_cpu_us_per_req"]
-                           + row[c]["wrk_cpu_us_per_req"] for c in (case, "bare")}
-                    row[case]["cpu_ratio"] = cpu["bare"] / cpu[case]
-                    # The same without Redis's own CPU: Redis on its own core/host.
-                    row[case]["cpu_ratio_redis_elsewhere"] = (
-                        cpu["bare"] - row["bare"]["redis_cpu_us_per_req"]) / (
-                        cpu[case] - row[case]["redis_cpu_us_per_req"])
-                per_round.append(row)
-                rss.setdefault("after_round_kib", []).append(
-                    [common.rss_kib(p) for p in workers])
-            result["rounds"] = per_round
+                for cls in classes:
+                    _, base, workers, _ = servers[cls]
+                    per_case: dict[str, Any] = {}
+                    for case in cases:
+                        data = run_case(redis, base, workers, case, args, nonce=f"r{rnd}{cls}")
+                        if case == "order":
+                            admitted_total += data["good"]
+                            mem_delta_total += data.pop("memory_delta")
+                        per_case[case] = data
+                    add_ratios(per_case)
+                    row[cls] = per_case
+                rounds.append(row)
+                for cls in classes:
+                    rss[cls].setdefault("after_round_kib", []).append(
+                        [common.rss_kib(p) for p in servers[cls][2]])
+            result["rounds"] = rounds
             result["web_rss"] = rss
             result["redis_memory"] = redis_memory(redis, admitted_total, mem_delta_total)
             profiled = [c.strip() for c in args.profile.split(",") if c.strip() in CASES]
             if profiled:
                 result["in_process"] = profile_in_process(redis.url, cases)
-                result["profile"] = {c: profile_case(c, base, master.pid, 10, args,
-                                                     common.RESULTS) for c in profiled}
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            if "Traceback" in tail or "ERROR" in tail:
-                result["server_log_tail"] = tail
+                result["profile"] = {
+                    cls: {c: profile_case(c, servers[cls][1], servers[cls][0], 10, args,
+                                          common.RESULTS, f"{cls}-") for c in profiled}
+                    for cls in classes}
+            for cls in classes:
+                log = servers[cls][3]
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                if "Traceback" in tail or "ERROR" in tail:
+                    result.setdefault("server_log_tail", {})[cls] = tail
         finally:
             redis.cleanup()
-    result["summary"] = summarise(cases, per_round)
+    result["summary"] = {cls: summarise(cases, [r[cls] for r in rounds]) for cls in classes}
     result["loadavg_at_end"] = common.loadavg()
     return result
+
+
+def evalsha_stats(redis: Redis) -> tuple[int, int]:
+    """``(calls, usec)`` of ``EVALSHA`` so far (``INFO commandstats``)."""
+    stats = redis.client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def run_case(redis: Redis, base: str, workers: list[int], case: str,
+             args: argparse.Namespace, *, nonce: str) -> dict[str, Any]:
+    """One wrk run of ``case`` against one server: rates, latency and CPU per request."""
+    method, path, expected = CASES[case]
+    mem0 = redis.used_memory() if case == "order" else 0
+    rcpu0 = redis.cpu_seconds()
+    calls0, usec0 = evalsha_stats(redis)
+    wcpu0 = common.cpu_seconds(workers)
+    data = common.run_wrk(
+        base, method=method, path=path, nonce=f"{nonce}{uuid.uuid4().hex[:6]}",
+        duration=args.duration, connections=args.connections, threads=args.wrk_threads,
+    )
+    n = max(1, data["requests"])
+    calls1, usec1 = evalsha_stats(redis)
+    data["redis_cpu_us_per_req"] = (redis.cpu_seconds() - rcpu0) / n * 1e6
+    data["web_cpu_us_per_req"] = (common.cpu_seconds(workers) - wcpu0) / n * 1e6
+    data["wrk_cpu_us_per_req"] = data.pop("cpu_s") / n * 1e6
+    data["evalsha_calls"] = calls1 - calls0
+    data["evalsha_us_per_call"] = (usec1 - usec0) / (calls1 - calls0) if calls1 > calls0 else None
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    good = int(data["statuses"].get(expected, 0))
+    sock = sum(v for k, v in data["errors"].items() if k != "status")
+    data["good"] = good
+    data["errors_total"] = data["requests"] - good + sock
+    if case == "order":
+        delta = redis.used_memory() - mem0
+        data["redis_bytes_per_order"] = delta / max(1, good)
+        data["memory_delta"] = delta
+    return data
+
+
+def add_ratios(row: dict[str, Any]) -> None:
+    """Ratios of each case to ``bare`` (and ``floor``) of the same class and round."""
+    for case, data in row.items():
+        data["ratio"] = data["rps"] / row["bare"]["rps"]
+        if "floor" in row:
+            data["vs_floor"] = data["rps"] / row["floor"]["rps"]
+        # CPU spent per request by everything on the box (web workers, Redis,
+        # wrk): other load steals time, not CPU per request, so this ratio is
+        # steadier than req/s on a shared machine.
+        cpu = {c: row[c]["web_cpu_us_per_req"] + row[c]["redis_cpu_us_per_req"]
+               + row[c]["wrk_cpu_us_per_req"] for c in (case, "bare")}
+        data["cpu_ratio"] = cpu["bare"] / cpu[case]
+        # The same without Redis's own CPU: Redis on its own core/host.
+        data["cpu_ratio_redis_elsewhere"] = (
+            cpu["bare"] - row["bare"]["redis_cpu_us_per_req"]) / (
+            cpu[case] - row[case]["redis_cpu_us_per_req"])
 
 
 def redis_memory(redis: Redis, admitted: int, delta: int) -> dict[str, Any]:
@@ -323,11 +396,12 @@ def redis_memory(redis: Redis, admitted: int, delta: int) -> dict[str, Any]:
 
 
 def summarise(cases: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over rounds: req/s, latency, errors, ratio to ``bare``."""
+    """One worker class: medians over rounds of req/s, latency, errors, ratios."""
     out: dict[str, Any] = {}
     for case in cases:
         runs = [r[case] for r in rounds]
         ratios = [r["ratio"] for r in runs]
+        evalsha = [r["evalsha_us_per_call"] for r in runs if r["evalsha_us_per_call"] is not None]
         out[case] = {
             "rps": median([r["rps"] for r in runs]),
             "p50_ms": median([r["latency_us"]["p50"] for r in runs]) / 1000,
@@ -341,33 +415,58 @@ def summarise(cases: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_ratio_redis_elsewhere": median([r["cpu_ratio_redis_elsewhere"] for r in runs]),
             "web_cpu_us_per_req": median([r["web_cpu_us_per_req"] for r in runs]),
             "redis_cpu_us_per_req": median([r["redis_cpu_us_per_req"] for r in runs]),
+            "evalsha_us_per_call": median(evalsha) if evalsha else None,
+            "evalsha_per_req": sum(r["evalsha_calls"] for r in runs)
+                               / max(1, sum(r["requests"] for r in runs)),
             "wrk_cpu_us_per_req": median([r["wrk_cpu_us_per_req"] for r in runs]),
         }
-        if case in TARGETS:
-            out[case]["target"] = TARGETS[case]
-            out[case]["met"] = out[case]["ratio"] >= TARGETS[case]
-    if "floor" in cases:
-        for case in cases:
-            per_round = [r[case]["rps"] / r["floor"]["rps"] for r in rounds]
-            out[case]["vs_floor"] = median(per_round)
+        if "floor" in cases:
+            out[case]["vs_floor"] = median([r["vs_floor"] for r in runs])
+    for case, (reference, target) in TARGETS.items():
+        if case in out and reference in cases:
+            ratio = out[case]["ratio"] if reference == "bare" else out[case]["vs_floor"]
+            out[case]["target"] = {"vs": reference, "ratio": target, "met": ratio >= target}
     return out
 
 
+def _ratio(s: dict[str, Any], case: str, key: str) -> str:
+    """``0.93x``, with the target's verdict when ``key`` is the one the target is on."""
+    if case not in s or key not in s[case]:
+        return "-"
+    v = s[case]
+    text = f"{v[key]:.2f}x"
+    target = v.get("target")
+    if target and key == ("ratio" if target["vs"] == "bare" else "vs_floor"):
+        text += f" (>= {target['ratio']}x {'MET' if target['met'] else 'MISSED'})"
+    return text
+
+
 def report(result: dict[str, Any]) -> str:
-    """The compact table printed at the end."""
-    s = result["summary"]
+    """One table per worker class, then the targets side by side."""
+    lines: list[str] = []
+    summary = result["summary"]
+    for cls, s in summary.items():
+        rows = []
+        for case, v in s.items():
+            floor = f"{v['vs_floor']:.2f}x" if "vs_floor" in v else "-"
+            rows.append([case, v["rps"], v["p50_ms"], v["p99_ms"], v["requests"], v["errors"],
+                         f"{v['ratio']:.2f}x ({v['ratio_min']:.2f}-{v['ratio_max']:.2f})", floor,
+                         f"{v['cpu_ratio']:.2f}x", v["web_cpu_us_per_req"],
+                         v["redis_cpu_us_per_req"], v["evalsha_per_req"],
+                         v["evalsha_us_per_call"], v["wrk_cpu_us_per_req"]])
+        lines.append(f"[{cls}] {result['settings']['server'][cls]}")
+        lines.append(table(["case", "req/s", "p50 ms", "p99 ms", "requests", "errors",
+                            "vs bare (min-max)", "vs floor", "CPU vs bare", "web us/req",
+                            "redis us/req", "EVALSHA/req", "EVALSHA us", "wrk us/req"], rows))
+        lines.append("")
     rows = []
-    for case, v in s.items():
-        target = f">= {v['target']}x {'MET' if v['met'] else 'MISSED'}" if "target" in v else ""
-        floor = f"{v['vs_floor']:.2f}x" if "vs_floor" in v else "-"
-        rows.append([case, v["rps"], v["p50_ms"], v["p99_ms"], v["requests"], v["errors"],
-                     f"{v['ratio']:.2f}x ({v['ratio_min']:.2f}-{v['ratio_max']:.2f})", floor,
-                     f"{v['cpu_ratio']:.2f}x", f"{v['cpu_ratio_redis_elsewhere']:.2f}x",
-                     v["web_cpu_us_per_req"], v["redis_cpu_us_per_req"], v["wrk_cpu_us_per_req"],
-                     target])
-    lines = [table(["case", "req/s", "p50 ms", "p99 ms", "requests", "errors",
-                    "vs bare (min-max)", "vs floor", "CPU vs bare", "w/o Redis CPU", "web us/req",
-                    "redis us/req", "wrk us/req", "target"], rows)]
+    for cls, s in summary.items():
+        order = s.get("order", {})
+        rows.append([cls, _ratio(s, "order", "ratio"), _ratio(s, "order", "vs_floor"),
+                     _ratio(s, "sold_out", "ratio"), _ratio(s, "floor", "ratio"),
+                     order.get("evalsha_us_per_call"), order.get("redis_cpu_us_per_req")])
+    lines.append(table(["class", "order/bare", "order/floor", "sold_out/bare", "floor/bare",
+                        "Redis EVALSHA us/admission", "Redis CPU us/admission"], rows))
     mem = result.get("redis_memory", {})
     if mem.get("bytes_per_order") is not None:
         lines.append(
@@ -375,26 +474,28 @@ def report(result: dict[str, Any]) -> str:
             f"(ticket key {mem.get('ticket_key_bytes')} B, stream "
             f"{mem.get('stream_bytes_per_entry')} B/entry, users hash "
             f"{mem.get('users_hash_bytes_per_buyer')} B/buyer), target < 1024 B")
-    rss = result.get("web_rss", {})
-    if rss.get("after_round_kib"):
-        lines.append(f"gunicorn worker RSS KiB: start {rss['start_kib']}, "
-                     f"after last round {rss['after_round_kib'][-1]}")
+    for cls, rss in result.get("web_rss", {}).items():
+        if rss.get("after_round_kib"):
+            lines.append(f"{cls} worker RSS KiB: start {rss['start_kib']}, "
+                         f"after last round {rss['after_round_kib'][-1]}")
     if result.get("in_process"):
         lines.append("in-process (WSGI call, no server), CPU us/request and cumulative share:")
         for case, v in result["in_process"].items():
             share = ", ".join(f"{k} {x:.0%}" for k, x in v["share"].items())
             lines.append(f"  {case}: {v['cpu_us_per_request']:.0f} us; {share}")
-    for case, prof in result.get("profile", {}).items():
-        if "layers" in prof:
-            layers = ", ".join(f"{k} {v:.0%}" for k, v in prof["layers"].items())
-            lines.append(f"py-spy, {case}, web CPU by layer: {layers}")
-            focus = ", ".join(f"{k} {v:.0%}" for k, v in prof["inclusive"].items())
-            lines.append(f"  inclusive: {focus}")
-        else:
-            lines.append(f"profile {case}: {prof.get('skipped')}")
-    lines.append("vs bare: req/s ratio, median of per-round ratios (range); CPU vs bare: "
-                 "CPU per request of web+Redis+wrk, bare/case; w/o Redis CPU: the same "
-                 "without Redis's own CPU (Redis on other cores)")
+    for cls, profiles in result.get("profile", {}).items():
+        for case, prof in profiles.items():
+            if "layers" in prof:
+                layers = ", ".join(f"{k} {v:.0%}" for k, v in prof["layers"].items())
+                lines.append(f"py-spy, {cls}, {case}, web CPU by layer: {layers}")
+                focus = ", ".join(f"{k} {v:.0%}" for k, v in prof["inclusive"].items())
+                lines.append(f"  inclusive: {focus}")
+            else:
+                lines.append(f"profile {cls} {case}: {prof.get('skipped')}")
+    lines.append("Ratios: median of per-round ratios within one worker class (range); "
+                 "CPU vs bare: CPU per request of web+Redis+wrk, bare/case; redis us/req: "
+                 "Redis process CPU per request; EVALSHA/req: calls per request, EVALSHA us: "
+                 "usec per call (INFO commandstats)")
     lines.append(f"load average at start {result['machine']['loadavg_at_start']}, "
                  f"at end {result['loadavg_at_end']}")
     return "\n".join(lines)

@@ -7,12 +7,19 @@ lives here (``from .helpers import build_app, problem, PREFIX``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import os
+import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +33,7 @@ from flask_flashsale import FlashSale, Ticket
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.connection import ClusterBackend
 
-from .redis_server import free_port
+from .redis_server import free_port, stop_process
 
 #: The repository root (for the docs, examples, scripts and benchmarks).
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,3 +274,69 @@ def released_together(
     chunks = [items[i::threads] for i in range(threads)]
     with ThreadPoolExecutor(threads) as pool:
         return [r for rs in pool.map(run, chunks) for r in rs]
+
+
+# -- a real gunicorn serving a test host ---------------------------------------------
+
+
+@contextlib.contextmanager
+def gunicorn_server(
+    app: str,
+    log: Path,
+    *,
+    env: dict[str, str],
+    worker_class: str = "sync",
+    workers: int = 1,
+    args: Sequence[str] = (),
+    timeout: float = 30,
+) -> Iterator[str]:
+    """Serve ``app`` (``module:factory()``) with gunicorn on a free 127.0.0.1 port.
+
+    Yields the base URL once the port accepts connections; stops the server
+    (SIGTERM, then SIGKILL) on exit. ``env`` is added to this process's
+    environment, with this checkout's ``src`` first on the path.
+    """
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        **env,
+    }
+    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+            "-k", worker_class, "--graceful-timeout", "2", *args, app]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(proc)
+
+
+def http(
+    method: str, url: str, *, user: str | None = None, timeout: float = 30
+) -> tuple[int, dict[str, Any]]:
+    """One HTTP request with urllib: ``(status, JSON body)`` (``{}`` if not JSON)."""
+    headers = {"X-User": user} if user else {}
+    body = None
+    if method == "POST":
+        body, headers["Content-Type"] = b"{}", "application/json"
+    req = urllib.request.Request(url, method=method, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {}
+    return status, doc if isinstance(doc, dict) else {"json": doc}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,24 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
     # One EVALSHA per admission; inside it, one XADD (INFO commandstats counts both).
     assert redis["evalsha_calls"] == 100
     assert redis["inner_commands_per_admission"]["xadd"] == 1
+
+
+@pytest.mark.skipif(not require_redis_binary() or shutil.which("wrk") is None,
+                    reason="redis-server and wrk are needed")
+def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Path) -> None:
+    out = tmp_path / "http.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "http", "--quick", "--worker-classes", "gevent",
+         "--cases", "bare,floor,order,sold_out", "--connections", "4", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]["gevent"]
+    for case in ("bare", "floor", "order", "sold_out"):
+        assert summary[case]["requests"] > 0
+        assert summary[case]["errors"] == 0, (case, result["rounds"][0]["gevent"][case])
+    assert summary["floor"]["evalsha_per_req"] > 0.99  # one raw round trip each
+    assert summary["sold_out"]["evalsha_per_req"] < 0.1  # mostly answered from the flag
+    assert "order/floor" in proc.stdout

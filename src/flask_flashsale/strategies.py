@@ -26,6 +26,7 @@ at start-up. :func:`build_strategy` makes the configured strategy.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -34,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from redis.cluster import ClusterPipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
@@ -303,9 +305,13 @@ class WatchedStrategy:
             if verified_pass:
                 return Admission(status="pass_invalid", remaining=remaining)
             return Admission(status="pass_required", remaining=remaining)
-        # From the client, not the watching pipeline: a cluster pipeline
-        # cannot send a command without a key. (TIME is not watched anyway.)
-        seconds, micros = self.client.time()
+        # On the watching pipeline's own connection: taking a second one from
+        # the pool while holding this one deadlocks a pool whose every
+        # connection is held by a caller waiting for another (more callers than
+        # connections: the norm in a gevent worker). A cluster pipeline cannot
+        # send a command without a key: there, the client's (its per-node
+        # pools never wait). TIME is not watched anyway.
+        seconds, micros = (self.client if isinstance(pipe, ClusterPipeline) else pipe).time()
         now = int(seconds) * 1000 + int(micros) // 1000
         if queue is not None and now >= int(expires or 0):
             return Admission(status="pass_invalid", remaining=remaining)
@@ -474,8 +480,28 @@ class LockStrategy(WatchedStrategy):
         self._script = lock_script
         # Striped, so that order attempts for any number of (made-up) sale ids
         # cannot grow memory; two sales rarely share a stripe, and then only
-        # queue behind each other inside this process.
-        self._gates = [threading.Lock() for _ in range(GATE_STRIPES)]
+        # queue behind each other inside this process. Made in each process
+        # on its first order (see _gate), not here.
+        self._gates: list[threading.Lock] = []
+        self._gates_pid = 0
+
+    def _gate(self, sale_id: str) -> threading.Lock:
+        """The local lock of ``sale_id``'s stripe, made anew in each process.
+
+        A gate is held across Redis round trips. Under gunicorn's ``--preload``
+        the app is built in the master and gevent patches ``threading`` only in
+        each forked worker: gates made at build time would be real OS locks,
+        and a greenlet waiting on one would freeze every greenlet of the
+        worker, the holder included. (After a fork a gate held by a thread of
+        the parent would stay locked too.) Two threads racing here in a new
+        process may each make a set: they then only poll Redis side by side,
+        which the distributed lock keeps correct.
+        """
+        pid = os.getpid()
+        if self._gates_pid != pid:
+            self._gates = [threading.Lock() for _ in range(GATE_STRIPES)]
+            self._gates_pid = pid
+        return self._gates[hash(sale_id) % GATE_STRIPES]
 
     def sale_lock(self, sale_id: str, wait: float | None = None) -> FencedLock:
         """The lock that serialises admissions to one sale (in the sale's hash tag).
@@ -510,7 +536,7 @@ class LockStrategy(WatchedStrategy):
         """
         self.counters.incr("attempts")
         deadline = time.monotonic() + self.wait
-        gate = self._gates[hash(sale_id) % GATE_STRIPES]
+        gate = self._gate(sale_id)
         if not gate.acquire(timeout=self.wait):
             return self._busy("lock_timeouts")
         try:
