@@ -29,6 +29,13 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# The http benchmark's smoke test (tests/test_benchmarks.py) loads gunicorn
+# with wrk; without wrk it is skipped.
+if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing wrk (http benchmark smoke test)"
+  apt-get install -y -qq wrk >/dev/null || echo "== wrk could not be installed: its smoke test will be skipped" >&2
+fi
+
 echo "== pip install -e '.[dev]'"
 "$PY" -m pip install -q -e '.[dev]'
 

@@ -273,24 +273,28 @@ class Subscriber:
         return thread is not None and thread.is_alive() and self._pid == os.getpid()
 
     def start(self) -> None:
-        """Start the thread unless it is already running in this process."""
+        """Start the thread unless it is already running (or starting) in this process."""
         if self.running:
             return
         with self._lock:
-            if self.running:
-                return
+            if self._thread is not None and self._pid == os.getpid():
+                return  # made in this process: running, or being started
             if self._pid not in (0, os.getpid()) and self.cache is not None:
                 self.cache.invalidate()  # inherited from a parent process
             self._stopping = threading.Event()
             self.subscribed.clear()
             self._pid = os.getpid()
-            self._thread = threading.Thread(
+            thread = self._thread = threading.Thread(
                 target=self._run,
                 args=(self._stopping,),
                 name=f"flashsale-events[{self.channel}]",
                 daemon=True,
             )
-            self._thread.start()
+        # Started outside the lock: under gevent, ``start()`` yields to other
+        # greenlets, and this lock may be a real OS lock (an app built before
+        # gunicorn's gevent worker patched threading, with ``--preload``):
+        # a greenlet waiting for it would block the whole worker.
+        thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
