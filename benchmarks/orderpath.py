@@ -5,6 +5,9 @@ called straight through WSGI, one request after another, and each case is
 timed in CPU microseconds per request (``time.process_time``). Cases:
 
 ``bare``         ``GET /bare``: a Flask JSON view that does nothing.
+``floor``        ``POST /floor``: the bare view plus one raw ``EVALSHA`` of a
+                 trivial script (a socket, the command packed once, hiredis):
+                 what no admission can avoid, for ``order - floor``.
 ``order``        ``POST`` an order (a new buyer each time, 10^9 stock): the whole
                  request, the ``EVALSHA`` round trip included.
 ``order_python`` the same with the admission script's call replaced by a canned
@@ -38,6 +41,7 @@ from .common import Processes, Redis, median, table
 #: name -> (method, path, expected status)
 CASES: dict[str, tuple[str, str, int]] = {
     "bare": ("GET", "/bare", 200),
+    "floor": ("POST", "/floor", 200),
     "order": ("POST", "/api/flash-sales/hot/order", 202),
     "order_python": ("POST", "/api/flash-sales/hot/order", 202),
     "sold_out": ("POST", "/api/flash-sales/gone/order", 409),

@@ -77,7 +77,8 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["cpu_us_per_request"]) == {"bare", "order", "order_python", "sold_out"}
+    cases = {"bare", "floor", "order", "order_python", "sold_out"}
+    assert set(result["cpu_us_per_request"]) == cases
     redis = result["redis"]
     # One EVALSHA per admission; inside it, one XADD (INFO commandstats counts both).
     assert redis["evalsha_calls"] == 100

@@ -209,7 +209,13 @@ class Payments:
         """
         reply = self._expire(
             keys=self.keys.order_expire(sale_id, tokens),
-            args=[self.events, sale_id, "1" if notify else "0", event(CHANGED, sale_id), *tokens],
+            args=[
+                self.events,
+                join_ticket_id(sale_id, ""),  # the script appends a token: keys.py owns the format
+                "1" if notify else "0",
+                event(CHANGED, sale_id),
+                *tokens,
+            ],
         )
         now, flat = int(reply[0]), reply[1:]
         self._offset_ms = now - time.time() * 1000

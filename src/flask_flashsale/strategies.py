@@ -188,6 +188,7 @@ class LuaStrategy:
                 verified_pass,
                 event(SOLD_OUT, sale_id),
                 "1" if fresh_token else "",
+                token,
             ],
         )
         status, throttled_by, remaining, wait_ms = reply

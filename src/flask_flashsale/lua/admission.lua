@@ -18,6 +18,8 @@
 -- ARGV[13] '1' when the ticket token was drawn at random for this attempt (no
 --          Idempotency-Key): no ticket can exist under it, so the idempotency
 --          lookup is skipped; '' otherwise
+-- ARGV[14] the ticket token (the part of ARGV[3] after the sale id; Python
+--          formats ticket ids, keys.join_ticket_id)
 --
 -- Reply: {status, '', remaining or -1, retry after ms}; when rate_limited, the
 -- second field names the bucket that refused: user or sale. (The caller knows
@@ -93,7 +95,7 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 redis.call('XADD', KEYS[4], '*', 't', ARGV[3], 'u', ARGV[1], 'q', qty,
            'p', sale[5] or '', 'a', now)
 local tokens = redis.call('HGET', KEYS[7], ARGV[1])
-local token = ARGV[3]:match('~(.*)$')
+local token = ARGV[14]
 tokens = tokens and (tokens .. ' ' .. token) or token
 local width = (limit + tonumber(ARGV[10])) * (#token + 1) - 1
 if #tokens > width then tokens = string.sub(tokens, -width) end

@@ -4,7 +4,8 @@
 -- KEYS[1] sale hash   KEYS[2] users hash   KEYS[3] holds (deadline index)
 -- KEYS[4] payments counters hash   KEYS[5] orders stream
 -- KEYS[6..] ticket hashes
--- ARGV[1] events channel ('' = none)   ARGV[2] sale id
+-- ARGV[1] events channel ('' = none)
+-- ARGV[2] the ticket id of a token is ARGV[2] .. token (keys.join_ticket_id)
 -- ARGV[3] '1': queue a call of the expiry hook for each expired ticket
 -- ARGV[4] the event to publish on the channel (the sale's 'changed' message)
 -- ARGV[5..] ticket tokens, candidates read from the holds zset (ARGV[i] goes
@@ -28,7 +29,7 @@
 -- this call expired.
 local now = now_ms()
 local out = {now}
-local sale_id = ARGV[2]
+local ticket_prefix = ARGV[2]
 for i = 5, #ARGV do
   local token, key = ARGV[i], KEYS[i + 1]
   local due = tonumber(redis.call('ZSCORE', KEYS[3], token))
@@ -50,7 +51,7 @@ for i = 5, #ARGV do
         redis.call('HSET', key, 's', 'expired')
         redis.call('HINCRBY', KEYS[4], 'expired', 1)
         if ARGV[3] == '1' then
-          redis.call('XADD', KEYS[5], '*', 't', sale_id .. '~' .. token, 'u', user, 'q', qty,
+          redis.call('XADD', KEYS[5], '*', 't', ticket_prefix .. token, 'u', user, 'q', qty,
                      'p', '', 'a', t[4] or '0', 'k', 'expired', 'd', t[5] or due)
         end
         out[#out + 1] = token
