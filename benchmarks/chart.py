@@ -25,6 +25,11 @@ def _bars(ax: Any, labels: list[str], values: list[float], notes: list[str], tit
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
+    if len(labels) > 8:  # many bars: slanted one-line labels, annotations smaller
+        ax.set_xticks(range(len(labels)), [label.replace("\n", " ") for label in labels],
+                      rotation=40, ha="right", fontsize=7)
+        for text in ax.texts:
+            text.set_fontsize(6)
     ax.margins(y=0.15)
 
 

@@ -157,14 +157,15 @@ def test_readme_commands_work_with_redis_and_a_worker_process(
     web_cmd = [sys.executable, "-m", "flask", "--app", APP, "run", "--port", str(port)]
     worker_cmd = [sys.executable, "-m", "flask", "--app", APP, "flashsale", "worker"]
     assert f"flask --app {APP} flashsale worker" in readme_section()
-    with (
-        process(web_cmd, env, tmp_path / "web.log") as web,
-        process(worker_cmd, env, tmp_path / "worker.log") as worker,
-    ):
+    # In the README's order: the app first (its start creates the tables), then
+    # the worker in a second terminal (two processes creating the same SQLite
+    # tables at once would race).
+    with process(web_cmd, env, tmp_path / "web.log") as web:
         wait_for_port(port, web, tmp_path / "web.log")
-        placed, listed, rows = follow_the_readme(port, tmp_path)
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(20) == 0
+        with process(worker_cmd, env, tmp_path / "worker.log") as worker:
+            placed, listed, rows = follow_the_readme(port, tmp_path)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(20) == 0
     assert placed["status"] == "queued"
     assert [t["status"] for t in listed["tickets"]] == ["confirmed"]
     assert rows == {"orders": [placed["ticket_id"]]}
