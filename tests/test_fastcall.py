@@ -64,6 +64,17 @@ def test_one_redis_server_admits_through_the_fast_path(make_app: MakeApp) -> Non
     assert isinstance(admission_script(app), FastScript)
 
 
+def test_a_fast_script_given_a_pipeline_queues_its_call_there(make_app: MakeApp) -> None:
+    """Like redis-py's ``Script``: ``client=`` runs it on that client or pipeline."""
+    app, _ = make_app()
+    client = FlashSale.state(app).client
+    fast = FastScript(client.register_script("return ARGV[1]"), client)
+    pipe = client.pipeline()
+    assert fast(keys=[], args=["queued"], client=pipe) is pipe
+    assert pipe.execute() == ["queued"]
+    assert fast(keys=[], args=["direct"]) == "direct"
+
+
 def test_the_fast_path_can_be_turned_off(make_app: MakeApp) -> None:
     app, _ = make_app(FLASHSALE_FAST_ADMISSION=False)
     assert admission_script(app) is FlashSale.state(app).scripts["admission"]

@@ -36,14 +36,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.connection import Encoder  # type: ignore[attr-defined]
 from redis.exceptions import NoScriptError, ResponseError
 
 from .connection import _DEADLINE, BoundedPool
+
+if TYPE_CHECKING:
+    from .protocols import RedisClient, Script, Value
 
 #: A lent connection idle for longer than this (seconds) is checked before
 #: use. After a Redis restart a connection's socket is dead (the kernel of the
@@ -57,6 +61,8 @@ from .connection import _DEADLINE, BoundedPool
 #: last use escapes the check: that one order answers 503.
 IDLE_CHECK = 0.01
 
+# Connections are typed Any: redis-py leaves its Connection methods unannotated.
+
 # RESP bulk-string headers of the short values admission sends, made once.
 _BULK_CACHED = 256
 _BULK = [b"$%d\r\n" % n for n in range(_BULK_CACHED)]
@@ -65,7 +71,7 @@ _BULK = [b"$%d\r\n" % n for n in range(_BULK_CACHED)]
 _USED = "_flashsale_used"
 
 
-def fast_script_for(script: Any, client: Any) -> Any:
+def fast_script_for(script: Script, client: RedisClient) -> Script:
     """``script`` as a :class:`FastScript` when ``client`` allows it, else ``script``.
 
     Only a plain (or breaker-guarded) client on a
@@ -82,7 +88,7 @@ def fast_script_for(script: Any, client: Any) -> Any:
         or getattr(pool, "cache", None) is not None  # client-side caching wraps connections
     ):
         return script
-    return FastScript(script, client)
+    return FastScript(script, client)  # type: ignore[arg-type]  # a redis-py Script, checked above
 
 
 class FastScript:
@@ -110,14 +116,14 @@ class FastScript:
       pool, which reconnects it on its next checkout.
     """
 
-    def __init__(self, script: Any, client: Any) -> None:
+    def __init__(self, script: Any, client: redis.Redis) -> None:
         #: The redis-py ``Script`` this one runs.
         self.redis_script = script
         #: The script's source and SHA1 (as on redis-py's ``Script``).
         self.script: str = script.script
         self.sha: str = script.sha
         #: The client's pool, whose connections this uses.
-        self.pool: BoundedPool = client.connection_pool
+        self.pool = cast(BoundedPool, client.connection_pool)  # checked by fast_script_for
         #: The client's circuit breaker (``None`` when turned off).
         self.breaker: Any = getattr(client, "breaker", None)
         #: Seconds a connection may sit idle before it is checked (see :data:`IDLE_CHECK`).
@@ -130,8 +136,23 @@ class FastScript:
         self._sha: bytes = script.sha.encode()
         self._heads: dict[tuple[int, int], bytes] = {}
 
-    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        """Run the script on ``keys`` and ``args``; return its decoded reply."""
+    def __call__(
+        self,
+        keys: Sequence[str] | None = None,
+        args: Iterable[Value] | None = None,
+        client: redis.Redis | RedisCluster | None = None,
+    ) -> Any:
+        """Run the script on ``keys`` and ``args``; return its decoded reply.
+
+        With ``client`` (another client or a pipeline), redis-py's ``Script``
+        runs it there instead.
+        """
+        if client is not None:
+            return self.redis_script(keys=keys, args=args, client=client)
+        if keys is None:
+            keys = ()
+        if not isinstance(args, (list, tuple)):
+            args = tuple(args or ())
         breaker = self.breaker
         if breaker is None:
             return self._call(keys, args)
