@@ -10,9 +10,18 @@ import base64
 import hashlib
 import hmac
 import secrets
+from time import perf_counter
+from typing import TYPE_CHECKING
 
+from flask import current_app
+
+from . import signals
 from .errors import IdentityRequired, InvalidRequest
 from .keys import check_idempotency_key, check_sale_id
+from .models import SOLD_OUT_FROM_MEMORY, Admission
+
+if TYPE_CHECKING:
+    from .extension import FlashSaleState
 
 #: Given-back (cancelled, failed) tickets a buyer's ticket list keeps beyond
 #: the sale's per-user limit. The list (what :meth:`FlashSale.user_tickets`
@@ -86,3 +95,76 @@ def check_order(sale_id: str, user_id: object, quantity: object, max_quantity: i
     uid = check_user_id(user_id)
     check_quantity(quantity, max_quantity)
     return uid
+
+
+def admit_checked(
+    state: FlashSaleState,
+    sale_id: str,
+    uid: str,
+    quantity: int,
+    idempotency_key: str | None,
+    queue_pass: str | None,
+) -> Admission:
+    """Admit an order attempt whose arguments are already valid: what
+    :meth:`FlashSale.place_order <flask_flashsale.FlashSale.place_order>` does
+    after checking them, and what the order view calls once it has checked
+    them itself (once, not twice).
+
+    ``sale_id`` passed :func:`~flask_flashsale.keys.check_sale_id`, ``uid``
+    :func:`check_user_id`, ``quantity`` :func:`check_quantity`. Answers a sale
+    flagged sold out from memory (the shared
+    :data:`~flask_flashsale.models.SOLD_OUT_FROM_MEMORY`), else runs the
+    strategy once; keeps the sold-out flag, sends the signals that have
+    receivers and records the metrics. Needs an app context.
+    """
+    metrics = state.metrics
+    started = perf_counter() if metrics is not None else 0.0
+    cache = state.cache
+    if idempotency_key is None:
+        if cache.sold_out(sale_id):
+            if metrics is not None:
+                metrics.admitted(sale_id, SOLD_OUT_FROM_MEMORY, started)
+            return SOLD_OUT_FROM_MEMORY
+        token = new_ticket_token()
+    else:
+        check_idempotency_key(idempotency_key)
+        token = idempotent_ticket_token(state.secret, sale_id, uid, idempotency_key)
+    epoch = cache.epoch
+    verified_pass = ""
+    if queue_pass is not None:
+        verified_pass = state.waiting.check_pass(sale_id, uid, queue_pass)
+    admission = state.strategy.admit(
+        sale_id, uid, quantity, token, verified_pass, fresh_token=idempotency_key is None
+    )
+    status = admission.status
+    if status == "queued":
+        remaining = admission.remaining
+        if remaining == 0:
+            cache.note_sold_out(sale_id, epoch)
+        # Signals are sent only to receivers: no payload is built for nobody.
+        if signals.order_admitted.receivers:
+            signals.order_admitted.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                sale_id=sale_id,
+                user_id=uid,
+                ticket_id=admission.ticket_id,
+                quantity=quantity,
+                remaining=remaining,
+            )
+        if remaining == 0 and signals.sale_sold_out.receivers:
+            signals.sale_sold_out.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                sale_id=sale_id,
+            )
+    elif status == "sold_out":
+        if admission.remaining == 0:
+            cache.note_sold_out(sale_id, epoch)
+    elif status == "rate_limited" and signals.request_rate_limited.receivers:
+        signals.request_rate_limited.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            key=f"order:{sale_id}:{uid}",
+            retry_after=admission.retry_after,
+        )
+    if metrics is not None:
+        metrics.admitted(sale_id, admission, started)
+    return admission

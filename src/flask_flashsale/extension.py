@@ -7,23 +7,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 
 from . import config, signals
-from .admission import check_order, idempotent_ticket_token, new_ticket_token
+from .admission import admit_checked, check_order
 from .autoscale import Supervisor
 from .breaker import breaker_for
 from .cache import SaleCache, Subscriber
 from .connection import Backend, backend_from_settings
 from .dashboard import create_dashboard
 from .errors import ConfigurationError, NotInitializedError, TicketNotFound
-from .keys import Keys, check_idempotency_key, check_sale_id, join_ticket_id, split_ticket_id
+from .keys import Keys, check_sale_id, join_ticket_id, split_ticket_id
 from .lock import FencedLock
 from .metrics import Metrics
-from .models import SOLD_OUT_FROM_MEMORY, Admission, Order, Sale, Ticket, from_millis
+from .models import Admission, Order, Sale, Ticket, from_millis
 from .orders import OrderQueue
 from .payments import Payments
 from .ratelimit import KeyFunc, Limit, Rate, RateLimiter, parse_rate
@@ -472,69 +471,7 @@ class FlashSale:
         """
         state = self.state()
         uid = check_order(sale_id, user_id, quantity, state.settings.max_quantity)
-        return self._admit_checked(state, sale_id, uid, quantity, idempotency_key, queue_pass)
-
-    def _admit_checked(
-        self,
-        state: FlashSaleState,
-        sale_id: str,
-        uid: str,
-        quantity: int,
-        idempotency_key: str | None,
-        queue_pass: str | None,
-    ) -> Admission:
-        """:meth:`place_order` once its arguments are valid (the order view checks them once)."""
-        metrics = state.metrics
-        started = perf_counter() if metrics is not None else 0.0
-        cache = state.cache
-        if idempotency_key is None:
-            if cache.sold_out(sale_id):
-                if metrics is not None:
-                    metrics.admitted(sale_id, SOLD_OUT_FROM_MEMORY, started)
-                return SOLD_OUT_FROM_MEMORY
-            token = new_ticket_token()
-        else:
-            check_idempotency_key(idempotency_key)
-            token = idempotent_ticket_token(state.secret, sale_id, uid, idempotency_key)
-        epoch = cache.epoch
-        verified_pass = ""
-        if queue_pass is not None:
-            verified_pass = state.waiting.check_pass(sale_id, uid, queue_pass)
-        admission = state.strategy.admit(
-            sale_id, uid, quantity, token, verified_pass, fresh_token=idempotency_key is None
-        )
-        status = admission.status
-        if status == "queued":
-            remaining = admission.remaining
-            if remaining == 0:
-                cache.note_sold_out(sale_id, epoch)
-            # Signals are sent only to receivers: no payload is built for nobody.
-            if signals.order_admitted.receivers:
-                signals.order_admitted.send(
-                    current_app._get_current_object(),  # type: ignore[attr-defined]
-                    sale_id=sale_id,
-                    user_id=uid,
-                    ticket_id=admission.ticket_id,
-                    quantity=quantity,
-                    remaining=remaining,
-                )
-            if remaining == 0 and signals.sale_sold_out.receivers:
-                signals.sale_sold_out.send(
-                    current_app._get_current_object(),  # type: ignore[attr-defined]
-                    sale_id=sale_id,
-                )
-        elif status == "sold_out":
-            if admission.remaining == 0:
-                cache.note_sold_out(sale_id, epoch)
-        elif status == "rate_limited" and signals.request_rate_limited.receivers:
-            signals.request_rate_limited.send(
-                current_app._get_current_object(),  # type: ignore[attr-defined]
-                key=f"order:{sale_id}:{uid}",
-                retry_after=admission.retry_after,
-            )
-        if metrics is not None:
-            metrics.admitted(sale_id, admission, started)
-        return admission
+        return admit_checked(state, sale_id, uid, quantity, idempotency_key, queue_pass)
 
     # -- waiting room -----------------------------------------------------------
 

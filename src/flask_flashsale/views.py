@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import errors
-from .admission import check_quantity, check_user_id
+from .admission import admit_checked, check_quantity, check_user_id
 from .config import normalize_origin, redis_address
 from .errors import FlashSaleError, InvalidSaleId, problem_from_http_exception
 from .keys import check_sale_id
@@ -265,7 +265,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             quantity = read_quantity(settings.max_body, settings.max_quantity)
         else:
             quantity = 1  # no body at all (the common case): nothing to read or parse
-        admission = ext._admit_checked(
+        admission = admit_checked(
             state,
             sale_id,
             user_id,
