@@ -157,6 +157,30 @@ def wait_past_pay_by(ext: FlashSale, client: redis_lib.Redis, ticket_id: str) ->
     wait_for(lambda: redis_ms(client) >= deadline)
 
 
+def app_with_sale(make_app: MakeApp, stock: int = 5, **config: Any) -> tuple[Flask, FlashSale]:
+    """``make_app(**config)`` with sale "tee" of ``stock`` units created."""
+    app, ext = make_app(**config)
+    with app.app_context():
+        ext.create_sale("tee", stock=stock)
+    return app, ext
+
+
+def subscribed(app: Flask) -> None:
+    """Wait until the app's event subscriber listens (it starts on the first cache miss)."""
+    subscriber = FlashSale.state(app).cache.subscriber
+    assert subscriber is not None
+    assert subscriber.subscribed.wait(5), "the events subscriber did not subscribe"
+
+
+def watched_sale(app: Flask, ext: FlashSale, stock: int = 5, **options: Any) -> None:
+    """Create sale "tee" with ``stock`` units (and ``options``) and read it once, the first
+    cache miss, which starts the app's events subscriber; return once it listens."""
+    with app.app_context():
+        ext.create_sale("tee", stock=stock, **options)
+        ext.get_sale("tee")
+    subscribed(app)
+
+
 def invoke(app: Flask, *args: str) -> tuple[int, str]:
     """Run ``flask flashsale ARGS...`` on ``app``; ``(exit code, output)``."""
     result = app.test_cli_runner().invoke(flashsale_cli, list(args))

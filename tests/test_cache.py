@@ -16,15 +16,17 @@ from flask_flashsale import FlashSale
 from flask_flashsale.breaker import GuardedPipeline, GuardedRedis
 from flask_flashsale.cache import SaleCache
 
-from .helpers import PREFIX, CommandCounter, MakeApp, build_app, wait_for
+from .helpers import (
+    PREFIX,
+    CommandCounter,
+    MakeApp,
+    app_with_sale,
+    build_app,
+    subscribed,
+    wait_for,
+    watched_sale,
+)
 from .redis_server import RedisServer
-
-
-def subscribed(app: Flask) -> None:
-    """Wait until the app's event subscriber listens (it starts on the first cache miss)."""
-    subscriber = FlashSale.state(app).cache.subscriber
-    assert subscriber is not None
-    assert subscriber.subscribed.wait(5), "the events subscriber did not subscribe"
 
 
 def restock_in_child_process(redis_url: str, sale_id: str, quantity: int) -> int:
@@ -40,9 +42,7 @@ def restock_in_child_process(redis_url: str, sale_id: str, quantity: int) -> int
 def test_second_get_within_the_ttl_costs_no_redis_command(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_TTL=30)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
+    app, _ = app_with_sale(make_app, FLASHSALE_CACHE_TTL=30)
     client = app.test_client()
     # The events subscriber starts with the first read, on its own connection:
     # let its handshake land before the counted windows, then forget the sale.
@@ -133,9 +133,8 @@ def test_unknown_sale_is_not_cached(make_app: MakeApp, command_counter: CommandC
 def test_cache_ttl_zero_reads_redis_every_time(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_TTL=0)
+    app, flashsale = app_with_sale(make_app, FLASHSALE_CACHE_TTL=0)
     with app.app_context():
-        flashsale.create_sale("tee", stock=5)
         flashsale.get_sale("tee")
         assert command_counter.count(lambda: flashsale.get_sale("tee")) != []
         assert FlashSale.state(app).cache.subscriber is not None
@@ -157,9 +156,8 @@ def test_cached_data_is_at_most_ttl_old(make_app: MakeApp) -> None:
 
 
 def test_counters_count_hits_and_misses(make_app: MakeApp) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_TTL=30)
+    app, flashsale = app_with_sale(make_app, FLASHSALE_CACHE_TTL=30)
     with app.app_context():
-        flashsale.create_sale("tee", stock=5)
         for _ in range(3):
             flashsale.get_sale("tee")
     cache = FlashSale.state(app).cache
@@ -170,9 +168,7 @@ def test_counters_count_hits_and_misses(make_app: MakeApp) -> None:
 
 
 def test_sale_detail_etag_gives_304(make_app: MakeApp) -> None:
-    app, flashsale = make_app()
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
+    app, _ = app_with_sale(make_app)
     client = app.test_client()
     r = client.get(f"{PREFIX}/tee")
     again = client.get(f"{PREFIX}/tee", headers={"If-None-Match": r.headers["ETag"]})
@@ -181,9 +177,7 @@ def test_sale_detail_etag_gives_304(make_app: MakeApp) -> None:
 
 
 def test_sale_list_has_etag_and_cache_control(make_app: MakeApp) -> None:
-    app, flashsale = make_app()
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
+    app, _ = app_with_sale(make_app)
     client = app.test_client()
     r = client.get(PREFIX)
     assert r.headers["Cache-Control"] == "public, max-age=1"
@@ -192,9 +186,7 @@ def test_sale_list_has_etag_and_cache_control(make_app: MakeApp) -> None:
 
 
 def test_etag_changes_when_the_sale_changes(make_app: MakeApp) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_TTL=30)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
+    app, flashsale = app_with_sale(make_app, FLASHSALE_CACHE_TTL=30)
     client = app.test_client()
     etag = client.get(f"{PREFIX}/tee").headers["ETag"]
     with app.app_context():
@@ -208,9 +200,7 @@ def test_etag_changes_when_the_sale_changes(make_app: MakeApp) -> None:
 def test_cache_control_max_age_is_configurable(
     make_app: MakeApp, max_age: int, header: str
 ) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_MAX_AGE=max_age)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
+    app, _ = app_with_sale(make_app, FLASHSALE_CACHE_MAX_AGE=max_age)
     client = app.test_client()
     assert client.get(f"{PREFIX}/tee").headers["Cache-Control"] == header
     assert client.get(PREFIX).headers["Cache-Control"] == header
@@ -284,10 +274,7 @@ def test_changed_message_published_by_anyone_drops_the_entry(
 ) -> None:
     """The contract other publishers (cancel and compensation scripts) rely on."""
     app, flashsale = make_app(FLASHSALE_CACHE_TTL=60)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
-        flashsale.get_sale("tee")
-    subscribed(app)
+    watched_sale(app, flashsale)
     redis_client.hset("flashsale:{tee}:sale", "remaining", 7)
     with app.app_context():
         assert flashsale.get_sale("tee").remaining == 5  # type: ignore[union-attr]
@@ -299,9 +286,7 @@ def test_changed_message_published_by_anyone_drops_the_entry(
 def test_messages_of_unknown_kinds_are_ignored(make_app: MakeApp) -> None:
     app, flashsale = make_app(FLASHSALE_CACHE_TTL=60)
     cache = FlashSale.state(app).cache
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
-        flashsale.get_sale("tee")
+    watched_sale(app, flashsale)
     for message in ("renamed tee", "changed", "", b"bogus \xff"):
         cache.apply(message)
     with app.app_context():
@@ -315,10 +300,7 @@ def test_each_app_has_its_own_subscriber_started_lazily_and_stoppable(make_app: 
     assert subscribers[0] is not subscribers[1]
     assert not any(s.running for s in subscribers if s is not None)
     for app, ext in apps:
-        with app.app_context():
-            ext.create_sale("tee", stock=1)
-            ext.get_sale("tee")
-        subscribed(app)
+        watched_sale(app, ext)
     for subscriber in subscribers:
         assert subscriber is not None and subscriber.running
         subscriber.stop()
@@ -329,10 +311,7 @@ def test_subscriber_reconnects_after_a_redis_restart_and_drops_the_cache(
     private_redis: RedisServer,
 ) -> None:
     app, flashsale = build_app(private_redis.url, FLASHSALE_CACHE_TTL=60)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
-        flashsale.get_sale("tee")
-    subscribed(app)
+    watched_sale(app, flashsale)
     cache = FlashSale.state(app).cache
     subscriber = cache.subscriber
     assert subscriber is not None and subscriber.subscriptions == 1

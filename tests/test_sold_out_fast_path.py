@@ -11,17 +11,13 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.cache import SaleCache
 
-from .helpers import PREFIX, CommandCounter, MakeApp, wait_for
+from .helpers import PREFIX, CommandCounter, MakeApp, app_with_sale, wait_for, watched_sale
 
 
 def sold_out_app(make_app: MakeApp, stock: int = 1, **config: Any) -> tuple[Flask, FlashSale]:
     """An app whose sale "tee" has just been sold out by one of its own buyers."""
     app, flashsale = make_app(**config)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=stock)
-        flashsale.get_sale("tee")  # the first cache miss starts the events subscriber
-    subscriber = FlashSale.state(app).cache.subscriber
-    assert subscriber is not None and subscriber.subscribed.wait(5)
+    watched_sale(app, flashsale, stock)
     with app.app_context():
         for i in range(stock):
             assert flashsale.place_order("tee", f"early-{i}").status == "queued"
@@ -97,11 +93,7 @@ def test_sell_out_in_another_app_is_learned_from_the_event(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
     watcher, watcher_ext = make_app(FLASHSALE_CACHE_TTL=60)
-    with watcher.app_context():
-        watcher_ext.create_sale("tee", stock=1)
-        watcher_ext.get_sale("tee")
-    subscriber = FlashSale.state(watcher).cache.subscriber
-    assert subscriber is not None and subscriber.subscribed.wait(5)
+    watched_sale(watcher, watcher_ext, stock=1)
     seller, seller_ext = make_app()
     with seller.app_context():
         assert seller_ext.place_order("tee", "alice").status == "queued"  # takes the last unit
@@ -130,9 +122,8 @@ def test_idempotent_retry_bypasses_the_fast_path_and_gets_its_ticket(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
     app, flashsale = make_app(FLASHSALE_CACHE_TTL=60)
+    watched_sale(app, flashsale, stock=1)
     with app.app_context():
-        flashsale.create_sale("tee", stock=1)
-        flashsale.get_sale("tee")
         first = flashsale.place_order("tee", "alice", idempotency_key="click-1")
         assert first.status == "queued"
         assert flashsale.place_order("tee", "bob").status == "sold_out"
@@ -162,9 +153,8 @@ def test_too_big_an_order_does_not_mark_the_sale_sold_out(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
     app, flashsale = make_app(FLASHSALE_CACHE_TTL=60)
+    watched_sale(app, flashsale, stock=1, per_user_limit=5)
     with app.app_context():
-        flashsale.create_sale("tee", stock=1, per_user_limit=5)
-        flashsale.get_sale("tee")
         refused = flashsale.place_order("tee", "alice", quantity=2)
         assert (refused.status, refused.remaining) == ("sold_out", 1)
         assert not FlashSale.state(app).cache.sold_out("tee")
@@ -174,9 +164,8 @@ def test_too_big_an_order_does_not_mark_the_sale_sold_out(
 def test_ttl_zero_turns_the_fast_path_off(
     make_app: MakeApp, command_counter: CommandCounter
 ) -> None:
-    app, flashsale = make_app(FLASHSALE_CACHE_TTL=0)
+    app, flashsale = app_with_sale(make_app, stock=1, FLASHSALE_CACHE_TTL=0)
     with app.app_context():
-        flashsale.create_sale("tee", stock=1)
         flashsale.place_order("tee", "alice")
         assert flashsale.place_order("tee", "bob").status == "sold_out"
         sent = command_counter.count(lambda: flashsale.place_order("tee", "carol"))

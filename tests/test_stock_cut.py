@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis as redis_lib
@@ -25,7 +25,7 @@ from flask_flashsale import FlashSale, Order
 from flask_flashsale.cli import flashsale_cli
 from flask_flashsale.metrics import available as metrics_available
 
-from .helpers import PREFIX, STRATEGIES, MakeApp
+from .helpers import PREFIX, STRATEGIES, MakeApp, buy, ticket
 from .worker_host import FAST
 
 
@@ -50,11 +50,21 @@ def shown_remaining(ext: FlashSale, sale_id: str) -> int:
     return sale.remaining
 
 
-def buy(ext: FlashSale, sale_id: str, users: Iterator[str], quantity: int = 1) -> str:
-    admission = ext.place_order(sale_id, next(users), quantity)
-    assert admission.status == "queued", admission
-    assert admission.ticket_id is not None
-    return admission.ticket_id
+def buyers() -> Iterator[str]:
+    """``buyer0``, ``buyer1``...: a new buyer for each order."""
+    return (f"buyer{i}" for i in itertools.count())
+
+
+def eight_of_ten_sold(ext: FlashSale, users: Iterator[str]) -> list[str]:
+    """Sale "tee" created with 10 units, 8 of them sold, one each to the next 8 ``users``
+    (app context pushed); their tickets, oldest first."""
+    ext.create_sale("tee", stock=10)
+    return [buy(ext, next(users)) for _ in range(8)]
+
+
+def next_buyer_status(ext: FlashSale, users: Iterator[str]) -> str:
+    """What an order of one unit by the next of ``users`` gets: its admission status."""
+    return ext.place_order("tee", next(users)).status
 
 
 @pytest.fixture(params=STRATEGIES)
@@ -65,13 +75,42 @@ def shop(request: pytest.FixtureRequest, make_app: MakeApp) -> Iterator[tuple[Fl
         yield app, ext
 
 
-def test_a_cancel_after_a_cut_below_what_was_sold_admits_nobody(
-    shop: tuple[Flask, FlashSale], redis_client: redis_lib.Redis
-) -> None:
+class Sold(NamedTuple):
+    """A shop whose sale "tee" has 10 units, 8 of them sold (buyer0..buyer7)."""
+
+    app: Flask
+    ext: FlashSale
+    tickets: list[str]  # the 8 tickets, oldest first
+    users: Iterator[str]  # buyers who have not ordered yet
+
+
+@pytest.fixture
+def eight_sold(shop: tuple[Flask, FlashSale]) -> Sold:
+    """For each strategy (the shop fixture): 8 of sale "tee"'s 10 units sold."""
     app, ext = shop
-    users = (f"buyer{i}" for i in itertools.count())
-    ext.create_sale("tee", stock=10)
-    tickets = [buy(ext, "tee", users) for _ in range(8)]
+    users = buyers()
+    return Sold(app, ext, eight_of_ten_sold(ext, users), users)
+
+
+@pytest.fixture
+def declining(make_app: MakeApp) -> tuple[Flask, FlashSale, set[str]]:
+    """An app whose hook declines every order of the buyers in the set (``buyer0`` at
+    first), one attempt an order: a declined order fails and gives its units back."""
+    app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=1)
+    failing = {"buyer0"}
+
+    @ext.order_handler
+    def persist(order: Order) -> None:
+        if order.user_id in failing:
+            raise RuntimeError("card declined")
+
+    return app, ext, failing
+
+
+def test_a_cancel_after_a_cut_below_what_was_sold_admits_nobody(
+    eight_sold: Sold, redis_client: redis_lib.Redis
+) -> None:
+    app, ext, tickets, users = eight_sold
 
     result = app.test_cli_runner().invoke(flashsale_cli, ["create", "tee", "--stock", "5"])
     assert result.exit_code == 0, result.output
@@ -79,28 +118,25 @@ def test_a_cancel_after_a_cut_below_what_was_sold_admits_nobody(
 
     assert ext.cancel(tickets[0]) is True
     assert shown_remaining(ext, "tee") == 0
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    assert next_buyer_status(ext, users) == "sold_out"
     assert live_units(redis_client, "tee") == 7
 
-    for ticket in tickets[1:3]:
-        assert ext.cancel(ticket) is True
+    for ticket_id in tickets[1:3]:
+        assert ext.cancel(ticket_id) is True
     assert live_units(redis_client, "tee") == 5
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    assert next_buyer_status(ext, users) == "sold_out"
 
     assert ext.cancel(tickets[3]) is True  # 4 live for a stock of 5: one unit free again
     assert shown_remaining(ext, "tee") == 1
-    assert buy(ext, "tee", users)
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    assert buy(ext, next(users))
+    assert next_buyer_status(ext, users) == "sold_out"
     assert live_units(redis_client, "tee") == 5
 
 
 def test_a_negative_restock_may_withdraw_more_than_remains(
-    shop: tuple[Flask, FlashSale], redis_client: redis_lib.Redis
+    eight_sold: Sold, redis_client: redis_lib.Redis
 ) -> None:
-    _, ext = shop
-    users = (f"buyer{i}" for i in itertools.count())
-    ext.create_sale("tee", stock=10)
-    tickets = [buy(ext, "tee", users) for _ in range(8)]
+    _, ext, tickets, users = eight_sold
 
     assert ext.restock("tee", -5) == 0
     sale = ext.get_sale("tee")
@@ -109,82 +145,52 @@ def test_a_negative_restock_may_withdraw_more_than_remains(
     assert raw_remaining(redis_client, "tee") == -3
 
     assert ext.cancel(tickets[0]) is True
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    assert next_buyer_status(ext, users) == "sold_out"
     assert live_units(redis_client, "tee") == 7
 
 
 def test_a_negative_restock_below_zero_stock_is_refused(
-    shop: tuple[Flask, FlashSale], redis_client: redis_lib.Redis
+    eight_sold: Sold, redis_client: redis_lib.Redis
 ) -> None:
-    _, ext = shop
-    users = (f"buyer{i}" for i in itertools.count())
-    ext.create_sale("tee", stock=10)
-    for _ in range(8):
-        buy(ext, "tee", users)
     with pytest.raises(ValueError, match="stock"):
-        ext.restock("tee", -11)
+        eight_sold.ext.restock("tee", -11)
     assert redis_client.hmget("flashsale:{tee}:sale", "stock", "remaining") == ["10", "2"]
 
 
-def test_a_restock_after_a_cut_frees_only_what_exceeds_the_live_units(
-    shop: tuple[Flask, FlashSale],
-) -> None:
-    _, ext = shop
-    users = (f"buyer{i}" for i in itertools.count())
-    ext.create_sale("tee", stock=10)
-    for _ in range(8):
-        buy(ext, "tee", users)
+def test_a_restock_after_a_cut_frees_only_what_exceeds_the_live_units(eight_sold: Sold) -> None:
+    _, ext, _, users = eight_sold
     ext.create_sale("tee", stock=5)  # 8 live, stock 5
     assert ext.restock("tee", 2) == 0  # stock 7: still one unit over
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    assert next_buyer_status(ext, users) == "sold_out"
     assert ext.restock("tee", 2) == 1  # stock 9
-    buy(ext, "tee", users)
-    assert ext.place_order("tee", next(users)).status == "sold_out"
+    buy(ext, next(users))
+    assert next_buyer_status(ext, users) == "sold_out"
 
 
 def test_an_order_that_fails_after_a_cut_does_not_reopen_the_sale(
-    make_app: MakeApp, redis_client: redis_lib.Redis
+    declining: tuple[Flask, FlashSale, set[str]], redis_client: redis_lib.Redis
 ) -> None:
-    app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=1)
-    failing = {"buyer0"}
-
-    @ext.order_handler
-    def persist(order: Order) -> None:
-        if order.user_id in failing:
-            raise RuntimeError("card declined")
-
-    users = (f"buyer{i}" for i in itertools.count())
+    app, ext, _ = declining
+    users = buyers()
     with app.app_context():
-        ext.create_sale("tee", stock=10)
-        first = buy(ext, "tee", users)
-        for _ in range(7):
-            buy(ext, "tee", users)
+        first, *_ = eight_of_ten_sold(ext, users)  # buyer0's order is declined
         ext.create_sale("tee", stock=5)
         ext.run_worker(burst=True)
-        ticket = ext.get_ticket(first)
-        assert ticket is not None and ticket.status == "failed"  # stock given back
+        assert ticket(ext, first).status == "failed"  # stock given back
         assert shown_remaining(ext, "tee") == 0
         assert raw_remaining(redis_client, "tee") == -2
-        assert ext.place_order("tee", next(users)).status == "sold_out"
+        assert next_buyer_status(ext, users) == "sold_out"
     assert live_units(redis_client, "tee") == 7
 
 
 def test_a_dead_letter_cannot_be_requeued_while_units_are_over_the_stock(
-    make_app: MakeApp, redis_client: redis_lib.Redis
+    declining: tuple[Flask, FlashSale, set[str]], redis_client: redis_lib.Redis
 ) -> None:
-    app, ext = make_app(**FAST, FLASHSALE_MAX_ATTEMPTS=1)
-    failing = {"buyer0"}
-
-    @ext.order_handler
-    def persist(order: Order) -> None:
-        if order.user_id in failing:
-            raise RuntimeError("card declined")
-
-    users = (f"buyer{i}" for i in itertools.count())
+    app, ext, failing = declining
     with app.app_context():
         ext.create_sale("tee", stock=3)
-        for _ in range(3):
-            buy(ext, "tee", users)
+        for i in range(3):
+            buy(ext, f"buyer{i}")
         ext.run_worker(burst=True)  # buyer0's order is dead-lettered, one unit back
         ext.create_sale("tee", stock=1)  # 2 live for a stock of 1
         failing.clear()
@@ -203,11 +209,9 @@ def test_remaining_shows_zero_everywhere_while_units_are_over_the_stock(
 ) -> None:
     config: dict[str, Any] = {"FLASHSALE_METRICS": True} if metrics_available() else {}
     app, ext = make_app(**config)
-    users = (f"buyer{i}" for i in itertools.count())
+    users = buyers()
     with app.app_context():
-        ext.create_sale("tee", stock=10)
-        for _ in range(8):
-            buy(ext, "tee", users)
+        eight_of_ten_sold(ext, users)
         created = ext.create_sale("tee", stock=5)
         assert created.remaining == 0
         refused = ext.place_order("tee", next(users))
@@ -243,10 +247,9 @@ def test_reconcile_fix_keeps_the_units_over_the_stock_counted(
     app, ext = make_app()
     host: dict[str, int] = {}
     ext.reconcile_source(lambda sale_id: host)
-    users = (f"buyer{i}" for i in itertools.count())
+    users = buyers()
     with app.app_context():
-        ext.create_sale("tee", stock=10)
-        tickets = [buy(ext, "tee", users) for _ in range(8)]
+        tickets = eight_of_ten_sold(ext, users)
         host.update({f"buyer{i}": 1 for i in range(8)})
         host["ghost"] = 1  # an order the host has and Redis never counted
         ext.create_sale("tee", stock=5)
@@ -255,7 +258,7 @@ def test_reconcile_fix_keeps_the_units_over_the_stock_counted(
         assert raw_remaining(redis_client, "tee") == 5 - 9
         assert ext.cancel(tickets[0]) is True
         del host["buyer0"]  # the host cancels its order too
-        assert ext.place_order("tee", next(users)).status == "sold_out"
+        assert next_buyer_status(ext, users) == "sold_out"
         assert ext.reconcile("tee")[0].ok
 
 
@@ -318,9 +321,9 @@ def test_no_sequence_of_admin_changes_and_cancels_lets_live_units_grow_past_the_
                 assert admission.status == "sold_out", (stock, before, n)
             assert admission.remaining == max(0, stock - sum(tickets[t] for t in live))
         elif op == "cancel" and tickets:
-            ticket = sorted(tickets)[n % len(tickets)]
-            assert ext.cancel(ticket) is (ticket in live)
-            live.discard(ticket)
+            ticket_id = sorted(tickets)[n % len(tickets)]
+            assert ext.cancel(ticket_id) is (ticket_id in live)
+            live.discard(ticket_id)
         elif op == "work":
             ext.run_worker(burst=True)
 
