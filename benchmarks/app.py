@@ -30,6 +30,7 @@ client (pool, breaker): what the client library adds to the round trip.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -73,7 +74,9 @@ def create_app(**config: Any) -> Flask:
         user = request.headers.get("X-User")
         return {"ok": floor_redis_py(keys=["bench:{floor}"], args=[user or ""]), "user": user}
 
-    round_trip = RawRoundTrip(app.config["FLASHSALE_REDIS_URL"], client.script_load(FLOOR_SCRIPT))
+    # No round trip while the app is built (a worker booting while Redis is
+    # down must still boot): the script is loaded by its first NOSCRIPT.
+    round_trip = RawRoundTrip(app.config["FLASHSALE_REDIS_URL"], FLOOR_SCRIPT)
 
     @app.post("/floor")
     def floor_view() -> dict[str, Any]:
@@ -99,9 +102,14 @@ class RawRoundTrip:
     one ``recv``, one reply parsed in C).
     """
 
-    def __init__(self, redis_url: str, sha: str) -> None:
+    def __init__(self, redis_url: str, script: str) -> None:
         url = urlsplit(redis_url)
         self.address = (url.hostname or "127.0.0.1", url.port or 6379)
+        sha = hashlib.sha1(script.encode()).hexdigest()
+        source = script.encode()
+        # Sent once per connection that meets NOSCRIPT (Redis restarted, new server).
+        self.load = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$%d\r\n%s\r\n" % (
+            len(source), source)
         key = b"bench:{floor}"
         # RESP array of 5 bulk strings; the 5th (the argument) is appended per call.
         self.prefix = b"*5\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n" % (
@@ -128,22 +136,42 @@ class RawRoundTrip:
         """One round trip; the script's reply."""
         sock, reader = self._connection()
         data = arg.encode()
+        command = b"%s$%d\r\n%s\r\n" % (self.prefix, len(data), data)
         try:
-            sock.sendall(b"%s$%d\r\n%s\r\n" % (self.prefix, len(data), data))
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("Redis closed the connection")
-                if reader is None:  # the reply is ":1\r\n"
-                    return int(chunk[1:].split(b"\r\n", 1)[0])
-                reader.feed(chunk)
-                reply = reader.gets()
-                if reply is not False:
-                    return reply
+            reply = self._send(sock, reader, command)
+            # hiredis returns an error reply as an exception object; without it,
+            # _send returns the raw "-NOSCRIPT ..." line.
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if isinstance(reply, bytes | Exception) and text.lstrip("-").startswith("NOSCRIPT"):
+                self._send(sock, reader, self.load)
+                reply = self._send(sock, reader, command)
+            return reply
         except BaseException:
             self.local.conn = None
             sock.close()
             raise
+
+    @staticmethod
+    def _send(sock: socket.socket, reader: Any, command: bytes) -> Any:
+        sock.sendall(command)
+        buffered = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            if reader is None:  # a short reply: ":1\r\n", "$40\r\n<sha>\r\n" or "-ERR..."
+                buffered += chunk
+                if buffered.startswith(b":"):
+                    return int(buffered[1:].split(b"\r\n", 1)[0])
+                if buffered.startswith(b"-") and buffered.endswith(b"\r\n"):
+                    return buffered
+                if buffered.startswith(b"$") and buffered.count(b"\r\n") >= 2:
+                    return buffered
+                continue
+            reader.feed(chunk)
+            reply = reader.gets()
+            if reply is not False:
+                return reply
 
 
 def setup_app(redis_url: str, **config: Any) -> Flask:

@@ -435,6 +435,10 @@ def check(history: Iterable[Mapping[str, Any]], state: State) -> Verdict:
                                                or found.count["per_user_limit"]),
         "answers match tickets": not (found.count["mismatch"] or found.count["bad_202"]),
         "no 5xx but 503": not found.count["bad_5xx"],
+        # The crowd (and the late buyers) outnumber the stock many times: a sale
+        # left unsold means the service stopped answering after the fault.
+        # (With a payment timeout, expired holds may put units back at the end.)
+        "sold out in the end (service recovered)": bool(pm) or state.remaining == 0,
     }
     if pm:
         checks.update({

@@ -24,6 +24,7 @@ from .helpers import ROOT
 from .redis_server import require_redis_binary
 
 SETTLED = "each ticket settled once"
+UNSOLD = "sold out in the end (service recovered)"
 
 
 def answer(buyer: str, status: int | None, *, ticket: str | None = None, code: str | None = None,
@@ -141,7 +142,13 @@ def test_a_ticket_compensated_twice_fails() -> None:
 def test_stock_given_back_without_a_failed_ticket_breaks_the_balance() -> None:
     history, state = confirmed_sale()
     verdict = check(history, replace(state, remaining=1))
-    assert failed(verdict) == ["remaining + live == stock"]
+    assert failed(verdict) == ["remaining + live == stock", UNSOLD]
+
+
+def test_a_sale_left_unsold_says_the_service_did_not_recover() -> None:
+    history, state = confirmed_sale()
+    verdict = check(history, replace(state, stock=state.stock + 1, remaining=1))
+    assert failed(verdict) == [UNSOLD]
 
 
 def test_more_units_admitted_than_stock_is_oversold() -> None:
