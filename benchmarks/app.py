@@ -62,7 +62,7 @@ def create_app(**config: Any) -> Flask:
     def buyer() -> str | None:
         return request.headers.get("X-User")
 
-    @app.get("/bare")
+    @app.route("/bare", methods=["GET", "POST"])
     def bare() -> dict[str, Any]:
         return {"ok": True, "user": request.headers.get("X-User")}
 

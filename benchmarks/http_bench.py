@@ -10,6 +10,9 @@ being compared together.
 Cases:
 
 ``bare``      ``GET /bare``: a Flask JSON view that does nothing (the ceiling).
+``bare_post`` (not run unless asked) ``POST /bare``: the same view as a
+              ``POST``, for what the method alone costs (the order and
+              sold-out cases are POST requests).
 ``floor``     ``POST /floor``: the bare view plus one raw round trip of a trivial
               script (``EVALSHA`` of ``return 1``, raw socket per thread or
               greenlet, command packed up front, hiredis reader): the cost no
@@ -49,6 +52,7 @@ from .common import Processes, Redis, median, table
 CASES: dict[str, tuple[str, str, str]] = {
     # name: (method, path, expected outcome: status[:problem code])
     "bare": ("GET", "/bare", "200"),
+    "bare_post": ("POST", "/bare", "200"),
     "floor": ("POST", "/floor", "200"),
     "floor_redis_py": ("POST", "/floor-redis-py", "200"),
     "detail": ("GET", "/api/flash-sales/hot", "200"),
