@@ -79,6 +79,28 @@ def build_app(redis_url: str, **config: Any) -> tuple[Flask, FlashSale]:
     return app, flashsale
 
 
+def run_benchmark(
+    name: str, *args: str, json_path: Path, timeout: float = 90
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``python -m benchmarks <name> <args> --json <json_path>`` from this checkout.
+
+    Fails the test if it exits non-zero; returns the process (for its output)
+    and the JSON result it wrote.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", name, *args, "--json", str(json_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, json.loads(json_path.read_text())
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
     """Poll ``predicate`` until true; return the seconds it took (fail after ``timeout``)."""
     start = time.monotonic()

@@ -7,11 +7,7 @@ in the right column). The last test runs one real scenario end to end.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ import pytest
 
 from benchmarks.chaos_check import Calls, State, TicketState, Verdict, check
 
-from .helpers import ROOT
+from .helpers import run_benchmark
 from .redis_server import require_redis_binary
 
 SETTLED = "each ticket settled once"
@@ -495,16 +491,12 @@ def test_a_cancelled_ticket_is_a_unit_given_back() -> None:
                     reason="redis-server and gunicorn are needed")
 def test_the_chaos_baseline_runs_end_to_end_and_holds(tmp_path: Path) -> None:
     """Smoke run of the harness: one scenario, small, SQLite, every answer recorded and checked."""
-    out = tmp_path / "chaos.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "chaos", "--scenarios", "baseline", "--sqlite",
-         "--stock", "50", "--attempts", "600", "--buyers", "300", "--threads", "4",
-         "--drain-timeout", "30", "--max-crowd-seconds", "30",
-         "--history-dir", str(tmp_path / "history"), "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    _, result = run_benchmark(
+        "chaos", "--scenarios", "baseline", "--sqlite", "--stock", "50", "--attempts", "600",
+        "--buyers", "300", "--threads", "4", "--drain-timeout", "30",
+        "--max-crowd-seconds", "30", "--history-dir", str(tmp_path / "history"),
+        json_path=tmp_path / "chaos.json",
+    )
     assert result["host_db"].startswith("sqlite")
     (baseline,) = result["scenarios"]
     counts = baseline["verdict"]["counts"]
@@ -521,16 +513,12 @@ def test_the_chaos_baseline_runs_end_to_end_and_holds(tmp_path: Path) -> None:
                     reason="redis-server and gunicorn are needed")
 def test_the_chaos_baseline_with_payments_runs_end_to_end_and_holds(tmp_path: Path) -> None:
     """Smoke run with a 1 s payment timeout: buyers pay, holds expire, stock comes back."""
-    out = tmp_path / "chaos.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "chaos", "--scenarios", "baseline", "--sqlite",
-         "--stock", "40", "--attempts", "600", "--buyers", "300", "--threads", "4",
-         "--payment-timeout", "1", "--drain-timeout", "30", "--max-crowd-seconds", "30",
-         "--history-dir", str(tmp_path / "history"), "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    _, result = run_benchmark(
+        "chaos", "--scenarios", "baseline", "--sqlite", "--stock", "40", "--attempts", "600",
+        "--buyers", "300", "--threads", "4", "--payment-timeout", "1", "--drain-timeout", "30",
+        "--max-crowd-seconds", "30", "--history-dir", str(tmp_path / "history"),
+        json_path=tmp_path / "chaos.json",
+    )
     assert result["settings"]["payment_timeout"] == 1
     (baseline,) = result["scenarios"]
     verdict = baseline["verdict"]

@@ -4,11 +4,7 @@ exactly once, also when a worker is killed in the middle of an expiry batch."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +16,7 @@ import redis as redis_lib
 from flask_flashsale import FlashSale
 
 from . import payers
-from .helpers import ROOT, build_app, wait_for
+from .helpers import build_app, run_benchmark, wait_for
 from .payment_host import Worker, init_db, rows
 from .redis_server import require_redis_binary
 from .worker_host import FAST
@@ -218,20 +214,10 @@ def test_no_oversell_while_holds_expire_and_are_bought_again(
 @pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
 def test_the_expiry_benchmark_expires_every_hold_once(tmp_path: Path) -> None:
     """``python -m benchmarks expiry`` runs end to end and checks its own books."""
-    out = tmp_path / "expiry.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    argv = ["--rounds", "1", "--holds", "300", "--timeout", "2.5", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "expiry", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    _, result = run_benchmark(
+        "expiry", "--rounds", "1", "--holds", "300", "--timeout", "2.5",
+        json_path=tmp_path / "expiry.json",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
     assert [(r["mode"], r["expired"], r["all_expired_once"]) for r in result["runs"]] == [
         ("no hook", 300, True),
         ("no-op expiry hook", 300, True),

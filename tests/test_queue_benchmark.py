@@ -7,36 +7,22 @@ spawned buyer process, the JSON result.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT
+from .helpers import run_benchmark
 from .redis_server import require_redis_binary
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
 def test_queue_benchmark_sells_the_stock_exactly_and_in_place_order(tmp_path: Path) -> None:
-    out = tmp_path / "queue.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    argv = [sys.executable, "-m", "benchmarks", "queue", "--rounds", "1", "--seconds", "0.1"]
-    argv += ["--buyers", "300", "--stock", "60", "--admit-rate", "100", "--processes", "1"]
-    proc = subprocess.run(
-        [*argv, "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    _, result = run_benchmark(
+        "queue", "--rounds", "1", "--seconds", "0.1", "--buyers", "300", "--stock", "60",
+        "--admit-rate", "100", "--processes", "1", json_path=tmp_path / "queue.json",
         timeout=120,
-        check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
     assert result["sale"]["ok"], result["sale"]
     facts = result["sale"]["facts"]
     assert facts["admitted_http"] == facts["stream_entries"] == 60
