@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -27,10 +26,17 @@ from flask_flashsale import (
     order_confirmed,
     order_failed,
 )
-from flask_flashsale.worker import Worker
 
 from .helpers import MakeApp, redis_ms, ticket, wait_for
-from .worker_host import FAST, host_with_orders, rows, supervise, wait_until, worker_thread
+from .worker_host import (
+    FAST,
+    check_poison_given_up_alone,
+    host_with_orders,
+    rows,
+    supervise,
+    wait_until,
+    worker_thread,
+)
 
 STREAM = "flashsale:{drop}:orders"
 
@@ -325,11 +331,6 @@ def test_a_poison_order_in_a_batch_is_given_up_alone_and_its_batch_mates_confirm
 
     exits = supervise(tmp_path, redis_url, redis_client, env)
 
-    calls = Counter(order_id for (order_id,) in rows(db, "SELECT order_id FROM calls"))
-    stored = {order_id for (order_id,) in rows(db, "SELECT id FROM orders")}
-    with app.app_context():
-        status: dict[str, Any] = {t: ticket(ext, t).status for t in tickets}
-        remaining = ext.get_sale("drop").remaining  # type: ignore[union-attr]
     # The first worker handed its whole first read (32 orders) to one call;
     # when that call raised, it ran them one at a time up to the poison order.
     pids = [pid for (pid,) in rows(db, "SELECT pid FROM calls ORDER BY rowid")]
@@ -340,17 +341,6 @@ def test_a_poison_order_in_a_batch_is_given_up_alone_and_its_batch_mates_confirm
     # there is pinned on it. Either way it kills its worker until it has
     # MAX_ATTEMPTS marked deaths, and is given up without another call.
     assert exits == [17] * deaths + [0]
-    assert calls[poison] == MAX_ATTEMPTS + 1
-    assert status[poison] == "failed"
-    assert redis_client.xlen("flashsale:{drop}:dead") == 1
-    others = [t for t in tickets if t != poison]
-    assert {status[t] for t in others} == {"confirmed"}
-    assert stored == set(others)
-    assert remaining == 1  # exactly the poison order's unit came back
-
-    # Late buyers take what came back; the host never holds more than the stock.
-    with app.app_context():
-        late = [ext.place_order("drop", f"late{i}") for i in range(5)]
-        Worker(app, name="late", burst=True).run()
-    assert Counter(a.status for a in late) == Counter({"queued": 1, "sold_out": 4})
-    assert len(rows(db, "SELECT id FROM orders")) == STOCK
+    check_poison_given_up_alone(
+        app, ext, tickets, poison, redis_client, db, stock=STOCK, hook_calls=MAX_ATTEMPTS + 1
+    )

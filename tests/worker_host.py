@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -284,3 +285,39 @@ def supervise(
         finally:
             worker.close()
     pytest.fail(f"the queue was not drained in time; exits so far: {exits}")
+
+
+def check_poison_given_up_alone(
+    app: Flask,
+    ext: FlashSale,
+    tickets: list[str],
+    poison: str,
+    redis_client: Any,
+    db: Path,
+    *,
+    stock: int,
+    hook_calls: int,
+) -> None:
+    """After :func:`supervise`: the poison order alone was given up, every other one kept.
+
+    Its hook ran ``hook_calls`` times; it is ``failed`` and dead-lettered; every
+    batch-mate is confirmed and stored once; exactly its unit came back, late
+    buyers take that one unit and the host never holds more than ``stock``.
+    """
+    calls = Counter(order_id for (order_id,) in rows(db, "SELECT order_id FROM calls"))
+    stored = {order_id for (order_id,) in rows(db, "SELECT id FROM orders")}
+    with app.app_context():
+        status = {t: ext.get_ticket(t).status for t in tickets}  # type: ignore[union-attr]
+        remaining = ext.get_sale("drop").remaining  # type: ignore[union-attr]
+    assert calls[poison] == hook_calls
+    assert status[poison] == "failed"
+    assert redis_client.xlen("flashsale:{drop}:dead") == 1
+    others = [t for t in tickets if t != poison]
+    assert {status[t] for t in others} == {"confirmed"}
+    assert stored == set(others)
+    assert remaining == 1  # exactly the poison order's unit came back
+    with app.app_context():
+        late = [ext.place_order("drop", f"late{i}") for i in range(5)]
+        Worker(app, name="late", burst=True).run()
+    assert Counter(a.status for a in late) == Counter({"queued": 1, "sold_out": 4})
+    assert len(rows(db, "SELECT id FROM orders")) == stock
