@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
@@ -42,12 +41,6 @@ def init_db(path: Path) -> None:
     """Create the host's tables."""
     with sqlite3.connect(path) as db:
         db.executescript(SCHEMA)
-
-
-def rows(path: Path, sql: str) -> list[Any]:
-    """Run a query on the host database."""
-    with sqlite3.connect(path, timeout=10) as db:
-        return db.execute(sql).fetchall()
 
 
 def create_app() -> Flask:

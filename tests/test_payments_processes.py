@@ -17,9 +17,9 @@ from flask_flashsale import FlashSale
 
 from . import payers
 from .helpers import build_app, run_benchmark, wait_for
-from .payment_host import Worker, init_db, rows
+from .payment_host import Worker, init_db
 from .redis_server import require_redis_binary
-from .worker_host import FAST
+from .worker_host import FAST, rows
 
 
 def worker(tmp_path: Path, redis_url: str, name: str, **env: str) -> Worker:
