@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_exit
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from flask import Flask
@@ -47,7 +47,15 @@ from flask import Flask
 from . import registry
 from .errors import ConfigurationError
 from .registry import SupervisedWorker
-from .worker import SIGNAL_REPEAT_WINDOW, WORKER_NAME, Worker, default_name
+from .worker import (
+    SIGNAL_REPEAT_WINDOW,
+    STOP_SIGNALS,
+    WORKER_NAME,
+    Worker,
+    default_name,
+    install_stop_handlers,
+    restore_handlers,
+)
 
 if TYPE_CHECKING:
     from ctypes import c_longlong
@@ -70,7 +78,7 @@ ORPHAN_CHECK = 1.0
 #: Workers are named ``<supervisor>.w<n>``: a supervisor name leaves room for that.
 MAX_NAME = 90
 
-_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_SIGNALS = set(STOP_SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,7 @@ class Supervisor:
         inline = self.state.inline_worker
         if inline is not None:  # orders run in the workers only
             inline.stop()
-        previous = self._install_signals()
+        previous = install_stop_handlers(self._on_signal)
         log.info(
             "supervisor %s started (pid %d): %d..%d workers",
             self.name,
@@ -314,7 +322,7 @@ class Supervisor:
                 self._stopping.wait(self.policy.interval)
         finally:
             self._shutdown()
-            self._restore_signals(previous)
+            restore_handlers(previous)
         if not self._clean:
             raise SystemExit(1)
         log.info("supervisor %s stopped: its workers settled %d order(s)", self.name, self._settled)
@@ -498,15 +506,6 @@ class Supervisor:
             registry.unregister_supervisor(self.state.client, self.state.keys, self.name)
         except redis.RedisError as exc:
             log.warning("supervisor %s: could not leave the registry: %s", self.name, exc)
-
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
-
-    def _restore_signals(self, previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()

@@ -94,6 +94,27 @@ PROGRESS_INTERVAL = 10.0
 WORKER_NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,100}")
 
 
+#: The signals that ask a worker (or a supervisor) to stop after the order in hand.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install_stop_handlers(handler: _SignalHandler) -> dict[int, _SignalHandler]:
+    """Handle :data:`STOP_SIGNALS` with ``handler``; return the handlers it replaced.
+
+    Only the main thread may install signal handlers: elsewhere (a worker run
+    in a thread) nothing is installed and ``{}`` is returned.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict[int, _SignalHandler]) -> None:
+    """Put back the handlers :func:`install_stop_handlers` replaced."""
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
 class _AppGone(Exception):
     """The app of a worker that holds it weakly (:class:`EmbeddedWorker`) was collected."""
 
@@ -255,7 +276,7 @@ class Worker:
         ``order_handler`` nor ``order_batch_handler`` is registered.
         """
         self._check_handler()
-        previous = self._install_signals()
+        previous = install_stop_handlers(self._on_signal) if self.handle_signals else {}
         finished = threading.Event()
         heart = None
         if self.heartbeat_thread:
@@ -283,7 +304,7 @@ class Worker:
             if heart is not None and heart.is_alive():
                 heart.join(5)
             self._teardown()
-            self._restore_signals(previous)
+            restore_handlers(previous)
         if self._errors:
             raise self._errors[0]
         log.info("worker %s stopped: %s", self.name, self.counts)
@@ -875,15 +896,6 @@ class Worker:
             log.warning("worker %s: teardown incomplete: %s", self.name, exc)
         if self._own_client:
             self.client.close()
-
-    def _install_signals(self) -> dict[int, _SignalHandler]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def _restore_signals(self, previous: dict[int, _SignalHandler]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
