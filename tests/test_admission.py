@@ -173,3 +173,21 @@ def test_script_is_reloaded_after_redis_forgets_it(
     assert flashsale.place_order("tee", "alice").status == "queued"
     redis_client.script_flush()
     assert flashsale.place_order("tee", "bob").status == "queued"
+
+
+def script_hgets(redis_client: redis_lib.Redis) -> int:
+    """``HGET`` calls Redis ran so far (``INFO commandstats`` counts a script's own commands)."""
+    return int(redis_client.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+
+
+def test_an_order_without_an_idempotency_key_looks_up_no_ticket(
+    flashsale: FlashSale, redis_client: redis_lib.Redis
+) -> None:
+    """A random ticket token is new: the script reads the buyer's count and list, not a ticket."""
+    flashsale.create_sale("tee", stock=5, per_user_limit=2)
+    redis_client.config_resetstat()
+    assert flashsale.place_order("tee", "alice").status == "queued"
+    assert script_hgets(redis_client) == 2
+    redis_client.config_resetstat()
+    assert flashsale.place_order("tee", "alice", idempotency_key="k1").status == "queued"
+    assert script_hgets(redis_client) == 3  # the key's ticket may exist: it is looked up
