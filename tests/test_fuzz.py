@@ -60,7 +60,7 @@ def books_balance(client: redis_lib.Redis) -> None:
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
     part=path_parts,
-    suffix=st.sampled_from(["", "/order", "/order/x", "/../order"]),
+    suffix=st.sampled_from(["", "/order", "/orders", "/order/x", "/../order"]),
     body=bodies,
     hdrs=headers,
 )
