@@ -20,6 +20,12 @@ Cases:
               budget the order path reaches (target: >= 0.9x).
 ``floor_redis_py`` (not run unless asked) the same script through redis-py on
               the extension's client: what the client library adds.
+``raw_admission`` the bare view plus one raw round trip (as ``floor``) of the
+              real admission script, with the very keys and arguments an
+              order sends (a new buyer and ticket each time): the order's
+              Redis work with none of the extension's Python around it. No
+              order path written in Python can beat it, so
+              ``raw_admission / floor`` bounds ``order / floor``.
 ``detail``    ``GET /api/flash-sales/hot``: one sale's JSON.
 ``order``     ``POST /api/flash-sales/hot/order`` on a sale with 10^9 stock,
               every request a new buyer (admission cost: one EVALSHA).
@@ -55,11 +61,12 @@ CASES: dict[str, tuple[str, str, str]] = {
     "bare_post": ("POST", "/bare", "200"),
     "floor": ("POST", "/floor", "200"),
     "floor_redis_py": ("POST", "/floor-redis-py", "200"),
+    "raw_admission": ("POST", "/raw-admission", "200"),
     "detail": ("GET", "/api/flash-sales/hot", "200"),
     "order": ("POST", "/api/flash-sales/hot/order", "202"),
     "sold_out": ("POST", "/api/flash-sales/gone/order", "409:sold_out"),
 }
-DEFAULT_CASES = ["bare", "floor", "detail", "order", "sold_out"]
+DEFAULT_CASES = ["bare", "floor", "raw_admission", "detail", "order", "sold_out"]
 #: case -> (reference case, the ratio case/reference must reach), per worker class
 TARGETS = {"order": ("floor", 0.9), "sold_out": ("bare", 0.97)}
 WORKER_CLASSES = ["sync", "gthread", "gevent"]
@@ -367,6 +374,8 @@ def add_ratios(row: dict[str, Any]) -> None:
         data["ratio"] = data["rps"] / row["bare"]["rps"]
         if "floor" in row:
             data["vs_floor"] = data["rps"] / row["floor"]["rps"]
+        if "raw_admission" in row:
+            data["vs_raw_admission"] = data["rps"] / row["raw_admission"]["rps"]
         # CPU spent per request by everything on the box (web workers, Redis,
         # wrk): other load steals time, not CPU per request, so this ratio is
         # steadier than req/s on a shared machine.
@@ -426,6 +435,8 @@ def summarise(cases: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if "floor" in cases:
             out[case]["vs_floor"] = median([r["vs_floor"] for r in runs])
+        if "raw_admission" in cases:
+            out[case]["vs_raw_admission"] = median([r["vs_raw_admission"] for r in runs])
     for case, (reference, target) in TARGETS.items():
         if case in out and reference in cases:
             ratio = out[case]["ratio"] if reference == "bare" else out[case]["vs_floor"]
@@ -467,9 +478,12 @@ def report(result: dict[str, Any]) -> str:
     for cls, s in summary.items():
         order = s.get("order", {})
         rows.append([cls, _ratio(s, "order", "ratio"), _ratio(s, "order", "vs_floor"),
+                     _ratio(s, "raw_admission", "vs_floor"),
+                     _ratio(s, "order", "vs_raw_admission"),
                      _ratio(s, "sold_out", "ratio"), _ratio(s, "floor", "ratio"),
                      order.get("evalsha_us_per_call"), order.get("redis_cpu_us_per_req")])
-    lines.append(table(["class", "order/bare", "order/floor", "sold_out/bare", "floor/bare",
+    lines.append(table(["class", "order/bare", "order/floor", "raw_admission/floor",
+                        "order/raw_admission", "sold_out/bare", "floor/bare",
                         "Redis EVALSHA us/admission", "Redis CPU us/admission"], rows))
     mem = result.get("redis_memory", {})
     if mem.get("bytes_per_order") is not None:

@@ -49,13 +49,56 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
                     reason="redis-server and wrk are needed")
 def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Path) -> None:
     proc, result = run_benchmark(
-        "http", "--quick", "--worker-classes", "gevent", "--cases", "bare,floor,order,sold_out",
+        "http", "--quick", "--worker-classes", "gevent", "--cases",
+        "bare,floor,raw_admission,order,sold_out",
         "--connections", "4", json_path=tmp_path / "http.json", timeout=120,
     )
     summary = result["summary"]["gevent"]
-    for case in ("bare", "floor", "order", "sold_out"):
+    for case in ("bare", "floor", "raw_admission", "order", "sold_out"):
         assert summary[case]["requests"] > 0
         assert summary[case]["errors"] == 0, (case, result["rounds"][0]["gevent"][case])
     assert summary["floor"]["evalsha_per_req"] > 0.99  # one raw round trip each
+    assert summary["raw_admission"]["evalsha_per_req"] > 0.99
     assert summary["sold_out"]["evalsha_per_req"] < 0.1  # mostly answered from the flag
-    assert "order/floor" in proc.stdout
+    assert "order/floor" in proc.stdout and "raw_admission/floor" in proc.stdout
+
+
+def test_the_raw_admission_case_runs_the_order_paths_admission(redis_url: str) -> None:
+    # The http benchmark's ``raw_admission`` bounds ``order`` only if it sends
+    # Redis the very admission an order sends: same script, keys and arguments.
+    from benchmarks.app import setup_app
+
+    app = setup_app(redis_url)
+    ext = app.extensions["flashsale"].ext
+    with app.app_context():
+        ext.create_sale("hot", stock=10, price="9.99", per_user_limit=1)
+        ordered = ext.place_order("hot", "order-buyer")
+    client = app.test_client()
+    answer = client.post("/raw-admission", headers={"X-User": "raw-buyer"})
+    assert answer.status_code == 200 and answer.json == {"ok": "queued", "user": "raw-buyer"}
+    # The same buyer again is refused by the per-user limit, as an order would be.
+    again = client.post("/raw-admission", headers={"X-User": "raw-buyer"})
+    assert (again.status_code, again.json["ok"]) == (409, "limit_reached")
+    with app.app_context():
+        assert ext.get_sale("hot").remaining == 8
+        [raw] = ext.user_tickets("hot", "raw-buyer")
+        assert ordered.ticket_id is not None
+        mine = ext.get_ticket(ordered.ticket_id)
+        assert mine is not None and ext.get_ticket(raw.id) == raw
+        assert (raw.status, raw.quantity, raw.sale_id) == (mine.status, mine.quantity, "hot")
+        assert raw.id.startswith("hot~") and len(raw.id) == len(mine.id)
+    for round_trip in app.extensions["bench_round_trips"]:
+        round_trip.close()
+    entries = redis_client_entries(redis_url)
+    assert [sorted(fields) for fields in entries] == [sorted(entries[0])] * 2
+
+
+def redis_client_entries(redis_url: str) -> list[dict[str, str]]:
+    """The fields of the queued orders of sale ``hot``, oldest first."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return [fields for _, fields in client.xrange("flashsale:{hot}:orders")]
+    finally:
+        client.close()
