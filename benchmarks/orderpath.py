@@ -8,6 +8,10 @@ timed in CPU microseconds per request (``time.process_time``). Cases:
 ``floor``        ``POST /floor``: the bare view plus one raw ``EVALSHA`` of a
                  trivial script (a socket, the command packed once, hiredis):
                  what no admission can avoid, for ``order - floor``.
+``raw_admission`` ``POST /raw-admission``: the bare view plus the order's own
+                 admission script (same keys and arguments) on the same raw
+                 round trip as ``floor``: ``order - raw_admission`` is the
+                 extension's Python plus its client (:mod:`fastcall`).
 ``order``        ``POST`` an order (a new buyer each time, 10^9 stock): the whole
                  request, the ``EVALSHA`` round trip included.
 ``order_python`` the same with the admission script's call replaced by a canned
@@ -42,6 +46,7 @@ from .common import Processes, Redis, median, table
 CASES: dict[str, tuple[str, str, int]] = {
     "bare": ("GET", "/bare", 200),
     "floor": ("POST", "/floor", 200),
+    "raw_admission": ("POST", "/raw-admission", 200),
     "order": ("POST", "/api/flash-sales/hot/order", 202),
     "order_python": ("POST", "/api/flash-sales/hot/order", 202),
     "sold_out": ("POST", "/api/flash-sales/gone/order", 409),

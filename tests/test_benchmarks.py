@@ -37,7 +37,7 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
         "orderpath", "--requests", "50", "--rounds", "1", "--admissions", "100",
         json_path=tmp_path / "orderpath.json",
     )
-    cases = {"bare", "floor", "order", "order_python", "sold_out"}
+    cases = {"bare", "floor", "raw_admission", "order", "order_python", "sold_out"}
     assert set(result["cpu_us_per_request"]) == cases
     redis = result["redis"]
     # One EVALSHA per admission; inside it, one XADD (INFO commandstats counts both).
