@@ -232,6 +232,25 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of ``pid`` on ``cpus`` only (threads it starts later
+    inherit it from the thread that starts them)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+def parse_cpus(text: str) -> set[int] | None:
+    """``"0"``, ``"0,1"`` or ``"2-3"`` as a set of CPU numbers; ``""`` gives None."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of ``pid`` in KiB (0 if it is gone)."""
     try:
@@ -350,11 +369,13 @@ def run_wrk(
     threads: int,
     quota: int = 0,
     timeout: float = 10,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """Run wrk with ``wrk/bench.lua`` against ``url + path``; return its JSON summary.
 
     Adds ``cpu_s`` (wrk's own CPU time) to the summary. ``quota`` > 0 stops each
     thread after that many responses; ``duration`` is then the upper bound.
+    ``cpus``: run wrk on these CPUs only (set before it starts, so its threads too).
     """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -365,7 +386,8 @@ def run_wrk(
     ]
     before = os.times()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     lines: list[str] = []
     try:
         assert proc.stdout is not None

@@ -85,11 +85,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gunicorn threads per worker (gthread)")
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
                         help=f"comma-separated cases among {', '.join(CASES)}")
+    parser.add_argument("--redis-cpus", default="",
+                        help="pin Redis to these CPUs (e.g. 1); with --web-cpus and "
+                             "--wrk-cpus, Redis on its own core as in production")
+    parser.add_argument("--web-cpus", default="", help="pin the gunicorn servers to these CPUs")
+    parser.add_argument("--wrk-cpus", default="", help="pin wrk to these CPUs")
     parser.add_argument(
         "--profile", nargs="?", const="order,sold_out", default="",
         help="after the rounds, profile these cases' gunicorn workers with py-spy "
              "(default: order,sold_out)",
     )
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """``http``, or ``http-pinned`` for a run with CPUs pinned (``--*-cpus``)."""
+    return "http-pinned" if pinned(args) else "http"
+
+
+def pinned(args: argparse.Namespace) -> dict[str, set[int] | None]:
+    """The CPUs given to Redis, the web servers and wrk (empty: none pinned)."""
+    cpus = {who: common.parse_cpus(getattr(args, f"{who}_cpus", ""))
+            for who in ("redis", "web", "wrk")}
+    return {who: c for who, c in cpus.items() if c}
 
 
 def quick(args: argparse.Namespace) -> None:
@@ -244,6 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--worker-classes: one or more distinct gunicorn worker classes")
     warm_up = getattr(args, "warm_up", True)
     per_class = -(-args.connections // args.workers)
+    cpus = pinned(args)
     result: dict[str, Any] = {
         "benchmark": "http",
         "machine": common.machine(),
@@ -259,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{args.duration:g} s per case, {args.rounds} interleaved rounds",
             "order": ["lua strategy", "1 EVALSHA per order", "distinct X-User per request"],
             "floor": "raw socket per thread/greenlet, pre-packed EVALSHA, hiredis reader",
+            "cpus": {who: sorted(c) for who, c in cpus.items()} or "not pinned",
         },
         "worker_classes": classes,
         "cases": cases,
@@ -279,6 +298,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     worker_connections=per_class,
                 )
                 servers[cls] = (master.pid, base, common.children(master.pid), log)
+                if "web" in cpus:
+                    for pid in (master.pid, *servers[cls][2]):
+                        common.pin(pid, cpus["web"])
+            if "redis" in cpus:
+                common.pin(redis.proc.pid, cpus["redis"])
             result["probes"] = {cls: {c: probe(servers[cls][1], c) for c in cases}
                                 for cls in classes}
             if warm_up:  # imports, pools, script caches
@@ -287,7 +311,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         method, path, _ = CASES[case]
                         common.run_wrk(servers[cls][1], method=method, path=path,
                                        nonce=f"w{uuid.uuid4().hex[:6]}", duration=1,
-                                       connections=args.connections, threads=args.wrk_threads)
+                                       connections=args.connections, threads=args.wrk_threads,
+                                       cpus=cpus.get("wrk"))
             rss: dict[str, Any] = {cls: {"start_kib": [common.rss_kib(p) for p in servers[cls][2]]}
                                    for cls in classes}
             admitted_total = 0
@@ -348,6 +373,7 @@ def run_case(redis: Redis, base: str, workers: list[int], case: str,
     data = common.run_wrk(
         base, method=method, path=path, nonce=f"{nonce}{uuid.uuid4().hex[:6]}",
         duration=args.duration, connections=args.connections, threads=args.wrk_threads,
+        cpus=pinned(args).get("wrk"),
     )
     n = max(1, data["requests"])
     calls1, usec1 = evalsha_stats(redis)
@@ -469,7 +495,10 @@ def report(result: dict[str, Any]) -> str:
                          f"{v['cpu_ratio']:.2f}x", v["web_cpu_us_per_req"],
                          v["redis_cpu_us_per_req"], v["evalsha_per_req"],
                          v["evalsha_us_per_call"], v["wrk_cpu_us_per_req"]])
-        lines.append(f"[{cls}] {result['settings']['server'][cls]}")
+        cpus = result["settings"].get("cpus", "not pinned")
+        pins = "" if cpus == "not pinned" else "; CPUs " + ", ".join(
+            f"{who} {','.join(map(str, c))}" for who, c in cpus.items())
+        lines.append(f"[{cls}] {result['settings']['server'][cls]}{pins}")
         lines.append(table(["case", "req/s", "p50 ms", "p99 ms", "requests", "errors",
                             "vs bare (min-max)", "vs floor", "CPU vs bare", "web us/req",
                             "redis us/req", "EVALSHA/req", "EVALSHA us", "wrk us/req"], rows))

@@ -102,3 +102,11 @@ def redis_client_entries(redis_url: str) -> list[dict[str, str]]:
         return [fields for _, fields in client.xrange("flashsale:{hot}:orders")]
     finally:
         client.close()
+
+
+def test_cpu_lists_for_pinning_read_like_taskset() -> None:
+    from benchmarks.common import parse_cpus
+
+    assert parse_cpus("") is None
+    assert parse_cpus("1") == {1}
+    assert parse_cpus("0,2-3") == {0, 2, 3}
