@@ -25,6 +25,7 @@ from .errors import FlashSaleError, InvalidSaleId, problem_from_http_exception
 from .keys import check_sale_id
 from .models import SOLD_OUT_FROM_MEMORY
 from .openapi import openapi_document
+from .responses import LocationPrefixes, TicketAccepted
 from .waiting import PASS_HEADER, PLACE_COOKIE, PLACE_HEADER
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
     sold_out_error = refusal(sold_out_from_memory)
     sold_out_body = sold_out_error.get_body()
     sold_out_headers = sold_out_error.get_headers()
+    location_prefixes = LocationPrefixes()
 
     @bp.before_request
     def refuse_cross_site() -> Response | None:
@@ -283,10 +285,17 @@ def create_blueprint(ext: FlashSale) -> Blueprint:
             return problem_response(refusal(admission, rate, sale_id))
         ticket_id = admission.ticket_id
         body = _encode({"ticket_id": ticket_id, "status": status, "remaining": admission.remaining})
-        headers = [("Location", f"{req.script_root}{state.settings.url_prefix}/orders/{ticket_id}")]
+        prefix = f"{req.script_root}{state.settings.url_prefix}/orders/"
+        # The Location as a URI already, for TicketAccepted to send as is (see
+        # responses.py); the host's own response class gets the plain path.
+        uri = location_prefixes.get(prefix) if app.response_class is Response else None
+        location = f"{prefix if uri is None else uri}{ticket_id}"
+        headers = [("Location", location)]
         if status == "duplicate":
             headers.append(("Idempotent-Replayed", "true"))
         headers.append(("Content-Type", JSON_MEDIA_TYPE))
+        if uri is not None:
+            return TicketAccepted(body, headers, location)
         return app.response_class(body, 202, headers)  # type: ignore[no-any-return]
 
     @bp.get("/<sale_id>/orders")
