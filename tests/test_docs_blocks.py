@@ -360,10 +360,26 @@ def check_readme_commands(make_app: MakeApp) -> None:
             assert set(extra.split(",")) <= extras, (block.where, extra)
         for path in re.findall(r"--app (\S+\.py)", block.code):
             assert (ROOT / path).is_file(), (block.where, path)
-        for name in re.findall(r"python -m benchmarks (\S+)", block.code):
+        for name, rest in re.findall(r"python -m benchmarks (\S+)([^\n#]*)", block.code):
             assert name in known, (block.where, name)
+            for option in re.findall(r"(--[\w-]+)", rest):
+                assert option in benchmark_options(name), (block.where, name, option)
         for script in re.findall(r"^(\./\S+)", block.code, re.M):
             assert (ROOT / script).is_file(), (block.where, script)
+
+
+def benchmark_options(name: str) -> set[str]:
+    """The ``--options`` that ``python -m benchmarks <name>`` accepts."""
+    import argparse
+    import importlib
+
+    from benchmarks.__main__ import BENCHMARKS
+
+    if name == "chart":
+        return {"--out", "--docs"}
+    parser = argparse.ArgumentParser()
+    importlib.import_module(BENCHMARKS[name]).add_arguments(parser)
+    return {"--quick", "--no-save", "--json", *parser._option_string_actions}
 
 
 def check_memory_refusal(make_app: MakeApp) -> None:
