@@ -8,6 +8,7 @@ the benchmarks.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -48,11 +49,16 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
 @pytest.mark.skipif(not require_redis_binary() or shutil.which("wrk") is None,
                     reason="redis-server and wrk are needed")
 def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Path) -> None:
+    # Pinned to every CPU this process may use: the pinning code runs, the
+    # scheduling is what it would be unpinned.
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     proc, result = run_benchmark(
         "http", "--quick", "--worker-classes", "gevent", "--cases",
-        "bare,floor,raw_admission,order,sold_out",
-        "--connections", "4", json_path=tmp_path / "http.json", timeout=120,
+        "bare,floor,raw_admission,order,sold_out", "--connections", "4",
+        "--redis-cpus", cpus, "--web-cpus", cpus, "--wrk-cpus", cpus,
+        json_path=tmp_path / "http.json", timeout=120,
     )
+    assert sorted(result["settings"]["cpus"]) == ["redis", "web", "wrk"]
     summary = result["summary"]["gevent"]
     for case in ("bare", "floor", "raw_admission", "order", "sold_out"):
         assert summary[case]["requests"] > 0
