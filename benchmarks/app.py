@@ -26,6 +26,9 @@ to Redis, the command is packed once up front (only the buyer is appended),
 and the reply is parsed by hiredis; no client library, pool or breaker.
 ``/floor-redis-py`` is the same script through redis-py, on the extension's own
 client (pool, breaker): what the client library adds to the round trip.
+``/bench/blueprint-bare/<sale>/order`` is the bare view shaped like the order
+route (a blueprint under a prefix, a path converter, one no-op
+``before_request`` hook): what Flask's blueprint machinery costs.
 ``/raw-admission`` (``lua`` strategy only) is the bare view plus the order's own
 admission, the real script with the keys and arguments an order on sale
 ``hot`` sends (a new ticket token each time), on the same kind of raw round
@@ -45,7 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import hiredis
-from flask import Flask, request
+from flask import Blueprint, Flask, request
 
 from flask_flashsale import FlashSale
 
@@ -73,6 +76,21 @@ def create_app(**config: Any) -> Flask:
     @app.route("/bare", methods=["GET", "POST"])
     def bare() -> dict[str, Any]:
         return {"ok": True, "user": request.headers.get("X-User")}
+
+    # The bare view again, shaped like the order route: in a blueprint under a
+    # prefix, with a path converter and one before_request hook (the order's
+    # origin check), both doing nothing: what Flask's blueprint machinery costs.
+    shaped = Blueprint("bench_blueprint_bare", __name__)
+
+    @shaped.before_request
+    def no_op_hook() -> None:
+        return None
+
+    @shaped.post("/<sale_id>/order")
+    def blueprint_bare(sale_id: str) -> dict[str, Any]:
+        return {"ok": True, "user": request.headers.get("X-User")}
+
+    app.register_blueprint(shaped, url_prefix="/bench/blueprint-bare")
 
     client = FlashSale.state(app).client
     floor_redis_py = client.register_script(FLOOR_SCRIPT)

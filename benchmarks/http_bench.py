@@ -13,6 +13,11 @@ Cases:
 ``bare_post`` (not run unless asked) ``POST /bare``: the same view as a
               ``POST``, for what the method alone costs (the order and
               sold-out cases are POST requests).
+``blueprint_bare`` the bare view as a ``POST`` shaped like the order route:
+              in a blueprint under a prefix, with a ``<sale_id>`` converter and
+              one no-op ``before_request`` hook. ``sold_out / blueprint_bare``
+              is what the sold-out answer costs beyond Flask's machinery for
+              a route of that shape.
 ``floor``     ``POST /floor``: the bare view plus one raw round trip of a trivial
               script (``EVALSHA`` of ``return 1``, raw socket per thread or
               greenlet, command packed up front, hiredis reader): the cost no
@@ -59,6 +64,7 @@ CASES: dict[str, tuple[str, str, str]] = {
     # name: (method, path, expected outcome: status[:problem code])
     "bare": ("GET", "/bare", "200"),
     "bare_post": ("POST", "/bare", "200"),
+    "blueprint_bare": ("POST", "/bench/blueprint-bare/hot/order", "200"),
     "floor": ("POST", "/floor", "200"),
     "floor_redis_py": ("POST", "/floor-redis-py", "200"),
     "raw_admission": ("POST", "/raw-admission", "200"),
@@ -66,7 +72,8 @@ CASES: dict[str, tuple[str, str, str]] = {
     "order": ("POST", "/api/flash-sales/hot/order", "202"),
     "sold_out": ("POST", "/api/flash-sales/gone/order", "409:sold_out"),
 }
-DEFAULT_CASES = ["bare", "floor", "raw_admission", "detail", "order", "sold_out"]
+DEFAULT_CASES = ["bare", "blueprint_bare", "floor", "raw_admission", "detail", "order",
+                 "sold_out"]
 #: case -> (reference case, the ratio case/reference must reach), per worker class
 TARGETS = {"order": ("floor", 0.9), "sold_out": ("bare", 0.97)}
 WORKER_CLASSES = ["sync", "gthread", "gevent"]
@@ -402,6 +409,8 @@ def add_ratios(row: dict[str, Any]) -> None:
             data["vs_floor"] = data["rps"] / row["floor"]["rps"]
         if "raw_admission" in row:
             data["vs_raw_admission"] = data["rps"] / row["raw_admission"]["rps"]
+        if "blueprint_bare" in row:
+            data["vs_blueprint_bare"] = data["rps"] / row["blueprint_bare"]["rps"]
         # CPU spent per request by everything on the box (web workers, Redis,
         # wrk): other load steals time, not CPU per request, so this ratio is
         # steadier than req/s on a shared machine.
@@ -463,6 +472,8 @@ def summarise(cases: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[case]["vs_floor"] = median([r["vs_floor"] for r in runs])
         if "raw_admission" in cases:
             out[case]["vs_raw_admission"] = median([r["vs_raw_admission"] for r in runs])
+        if "blueprint_bare" in cases:
+            out[case]["vs_blueprint_bare"] = median([r["vs_blueprint_bare"] for r in runs])
     for case, (reference, target) in TARGETS.items():
         if case in out and reference in cases:
             ratio = out[case]["ratio"] if reference == "bare" else out[case]["vs_floor"]
@@ -509,10 +520,12 @@ def report(result: dict[str, Any]) -> str:
         rows.append([cls, _ratio(s, "order", "ratio"), _ratio(s, "order", "vs_floor"),
                      _ratio(s, "raw_admission", "vs_floor"),
                      _ratio(s, "order", "vs_raw_admission"),
-                     _ratio(s, "sold_out", "ratio"), _ratio(s, "floor", "ratio"),
+                     _ratio(s, "sold_out", "ratio"), _ratio(s, "sold_out", "vs_blueprint_bare"),
+                     _ratio(s, "blueprint_bare", "ratio"), _ratio(s, "floor", "ratio"),
                      order.get("evalsha_us_per_call"), order.get("redis_cpu_us_per_req")])
     lines.append(table(["class", "order/bare", "order/floor", "raw_admission/floor",
-                        "order/raw_admission", "sold_out/bare", "floor/bare",
+                        "order/raw_admission", "sold_out/bare", "sold_out/blueprint_bare",
+                        "blueprint_bare/bare", "floor/bare",
                         "Redis EVALSHA us/admission", "Redis CPU us/admission"], rows))
     mem = result.get("redis_memory", {})
     if mem.get("bytes_per_order") is not None:

@@ -5,6 +5,10 @@ called straight through WSGI, one request after another, and each case is
 timed in CPU microseconds per request (``time.process_time``). Cases:
 
 ``bare``         ``GET /bare``: a Flask JSON view that does nothing.
+``blueprint_bare`` the bare view as a ``POST`` in a blueprint shaped like the
+                 order route (prefix, ``<sale_id>`` converter, one no-op
+                 ``before_request`` hook): Flask's share of ``order_python``
+                 and ``sold_out``.
 ``floor``        ``POST /floor``: the bare view plus one raw ``EVALSHA`` of a
                  trivial script (a socket, the command packed once, hiredis):
                  what no admission can avoid, for ``order - floor``.
@@ -45,6 +49,7 @@ from .common import Processes, Redis, median, table
 #: name -> (method, path, expected status)
 CASES: dict[str, tuple[str, str, int]] = {
     "bare": ("GET", "/bare", 200),
+    "blueprint_bare": ("POST", "/bench/blueprint-bare/hot/order", 200),
     "floor": ("POST", "/floor", 200),
     "raw_admission": ("POST", "/raw-admission", 200),
     "order": ("POST", "/api/flash-sales/hot/order", 202),

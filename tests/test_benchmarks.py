@@ -38,7 +38,8 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
         "orderpath", "--requests", "50", "--rounds", "1", "--admissions", "100",
         json_path=tmp_path / "orderpath.json",
     )
-    cases = {"bare", "floor", "raw_admission", "order", "order_python", "sold_out"}
+    cases = {"bare", "blueprint_bare", "floor", "raw_admission", "order", "order_python",
+             "sold_out"}
     assert set(result["cpu_us_per_request"]) == cases
     redis = result["redis"]
     # One EVALSHA per admission; inside it, one XADD (INFO commandstats counts both).
@@ -54,13 +55,13 @@ def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Pa
     cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     proc, result = run_benchmark(
         "http", "--quick", "--worker-classes", "gevent", "--cases",
-        "bare,floor,raw_admission,order,sold_out", "--connections", "4",
+        "bare,blueprint_bare,floor,raw_admission,order,sold_out", "--connections", "4",
         "--redis-cpus", cpus, "--web-cpus", cpus, "--wrk-cpus", cpus,
         json_path=tmp_path / "http.json", timeout=120,
     )
     assert sorted(result["settings"]["cpus"]) == ["redis", "web", "wrk"]
     summary = result["summary"]["gevent"]
-    for case in ("bare", "floor", "raw_admission", "order", "sold_out"):
+    for case in ("bare", "blueprint_bare", "floor", "raw_admission", "order", "sold_out"):
         assert summary[case]["requests"] > 0
         assert summary[case]["errors"] == 0, (case, result["rounds"][0]["gevent"][case])
     assert summary["floor"]["evalsha_per_req"] > 0.99  # one raw round trip each
