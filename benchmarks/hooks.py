@@ -117,7 +117,8 @@ def _sqlite(path: str) -> Callable[[Order], None]:
     return hook
 
 
-def _postgres(conninfo: str) -> Callable[[Order], None]:
+def _postgres_connection(conninfo: str) -> Callable[[], Any]:
+    """A function returning this thread's autocommit connection to ``conninfo``."""
     import psycopg
 
     local = threading.local()
@@ -128,6 +129,12 @@ def _postgres(conninfo: str) -> Callable[[Order], None]:
             conn = psycopg.connect(conninfo, autocommit=True)
             local.conn = conn
         return conn
+
+    return connection
+
+
+def _postgres(conninfo: str) -> Callable[[Order], None]:
+    connection = _postgres_connection(conninfo)
 
     def hook(order: Order) -> None:
         connection().execute(
@@ -170,16 +177,7 @@ def _sqlite_batch(path: str) -> Callable[[list[Order]], None]:
 
 
 def _postgres_batch(conninfo: str) -> Callable[[list[Order]], None]:
-    import psycopg
-
-    local = threading.local()
-
-    def connection() -> Any:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = psycopg.connect(conninfo, autocommit=True)
-            local.conn = conn
-        return conn
+    connection = _postgres_connection(conninfo)
 
     def hook(orders: list[Order]) -> None:
         columns = list(zip(*(_row(o) for o in orders), strict=True))
