@@ -160,6 +160,12 @@ def buy(ext: FlashSale, user: str, quantity: int = 1, sale: str = "tee") -> str:
     return admission.ticket_id
 
 
+def admit(ext: FlashSale, count: int, sale: str = "drop") -> list[str]:
+    """One unit of ``sale`` for each of ``user0`` ... ``user<count-1>`` (app
+    context pushed); their ticket ids."""
+    return [buy(ext, f"user{i}", sale=sale) for i in range(count)]
+
+
 def ticket(ext: FlashSale, ticket_id: str) -> Ticket:
     """The ticket ``ticket_id``, which must exist."""
     found = ext.get_ticket(ticket_id)

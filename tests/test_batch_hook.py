@@ -27,7 +27,7 @@ from flask_flashsale import (
     order_failed,
 )
 
-from .helpers import MakeApp, redis_ms, ticket, wait_for
+from .helpers import MakeApp, admit, redis_ms, ticket, wait_for
 from .worker_host import (
     FAST,
     check_poison_given_up_alone,
@@ -39,15 +39,6 @@ from .worker_host import (
 )
 
 STREAM = "flashsale:{drop}:orders"
-
-
-def admit(ext: FlashSale, count: int, sale: str = "drop") -> list[str]:
-    tickets = []
-    for i in range(count):
-        admission = ext.place_order(sale, f"user{i}")
-        assert admission.ticket_id is not None
-        tickets.append(admission.ticket_id)
-    return tickets
 
 
 def statuses(ext: FlashSale, tickets: list[str]) -> list[str]:

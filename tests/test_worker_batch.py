@@ -10,24 +10,15 @@ import pytest
 import redis as redis_lib
 from flask import Flask
 
-from flask_flashsale import ConfigurationError, FlashSale, Order, order_confirmed
+from flask_flashsale import ConfigurationError, Order, order_confirmed
 from flask_flashsale.scripts import source
 from flask_flashsale.worker import CONFIRM_AFTER, Worker
 
-from .helpers import CommandCounter, MakeApp
+from .helpers import CommandCounter, MakeApp, admit
 from .worker_host import FAST
 
 STREAM = "flashsale:{drop}:orders"
 CONFIRM_SHA = hashlib.sha1(source("order_confirm").encode()).hexdigest()
-
-
-def admit(ext: FlashSale, count: int, sale: str = "drop") -> list[str]:
-    tickets = []
-    for i in range(count):
-        admission = ext.place_order(sale, f"user{i}")
-        assert admission.ticket_id is not None
-        tickets.append(admission.ticket_id)
-    return tickets
 
 
 def commands(sent: list[str], name: str) -> list[str]:
