@@ -18,6 +18,7 @@ from flask import Flask
 from flask_flashsale import FlashSale
 from flask_flashsale.breaker import CircuitOpen
 from flask_flashsale.fastcall import FastScript
+from flask_flashsale.strategies import TEMPLATES
 
 from .cluster import LocalSentinel
 from .helpers import CommandCounter, MakeApp, build_app, make_tls_cert, redis_now, wait_for
@@ -31,10 +32,24 @@ def admission_script(app: Flask) -> Any:
 
 
 def record_replies(app: Flask) -> list[Reply]:
-    """Record every raw reply of the app's admission script from now on."""
+    """Record every raw reply of the app's admission script from now on.
+
+    A fast script is recorded where each of its calls ends (``run``), so the
+    orders still take the path they take unrecorded (the sale's template).
+    """
     state = FlashSale.state(app)
     script = state.strategy._script  # type: ignore[attr-defined]
     replies: list[Reply] = []
+    if isinstance(script, FastScript):
+        run = script.run
+
+        def recording_run(command: bytes) -> Any:
+            reply = run(command)
+            replies.append(reply)
+            return reply
+
+        script.run = recording_run  # type: ignore[method-assign]
+        return replies
 
     def recording(keys: list[Any], args: list[Any]) -> Any:
         reply = script(keys=keys, args=args)
@@ -163,6 +178,64 @@ def test_the_fast_path_answers_what_redis_py_answers_for_every_outcome(
             assert a[:3] == b[:3] and abs(a[3] - b[3]) < 2000, status
         else:
             assert a == b, status
+
+
+def test_a_template_packs_the_command_pack_packs(make_app: MakeApp) -> None:
+    app, _ = make_app()
+    client = FlashSale.state(app).client
+    fast = FastScript(client.register_script("return ARGV"), client)
+    long = "x" * 300  # past the cached bulk headers
+    keys: list[Any] = ["k1", "k2", "k:été"]
+    args: list[Any] = [None, 7, "", None, None, long, b"raw", 2.5, None]
+    template = fast.template([None, *keys], args)
+    values: list[Any] = ["k0", "a1", 12, "ü", "last"]
+    assert template.slots == len(values)
+    filled = iter(values)
+    expected = fast.pack([next(filled), *keys], [next(filled) if v is None else v for v in args])
+    assert template.pack(*values) == expected
+    assert fast.run(expected) == ["a1", "7", "", "12", "ü", long, "raw", "2.5", "last"]
+    with pytest.raises(TypeError):
+        template.pack("too", "few")
+
+
+def test_a_template_without_slots_is_the_whole_command(make_app: MakeApp) -> None:
+    app, _ = make_app()
+    client = FlashSale.state(app).client
+    fast = FastScript(client.register_script("return ARGV[1]"), client)
+    template = fast.template([], ["fixed"])
+    assert template.slots == 0
+    assert template.pack() == fast.pack([], ["fixed"])
+    assert fast.run(template.pack()) == "fixed"
+
+
+def test_orders_for_many_sale_ids_keep_a_bounded_number_of_templates(
+    app: Flask, flashsale: FlashSale
+) -> None:
+    strategy: Any = FlashSale.state(app).strategy
+    for i in range(TEMPLATES + 10):
+        assert flashsale.place_order(f"ghost-{i}", "alice").status == "not_found"
+        assert len(strategy._templates) <= TEMPLATES
+    assert strategy._templates
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "redis-py"])
+def test_an_order_without_an_idempotency_key_does_not_look_up_its_ticket(
+    make_app: MakeApp, redis_client: redis_lib.Redis, fast: bool
+) -> None:
+    """Its ticket id was drawn at random: no ticket can exist under it."""
+    app, flashsale = make_app(FLASHSALE_FAST_ADMISSION=fast)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5)
+        ticket_lookups = []
+        for key in (None, "k1"):
+            redis_client.config_resetstat()
+            assert (
+                flashsale.place_order("tee", f"buyer-{key}", idempotency_key=key).status == "queued"
+            )
+            stats = redis_client.info("commandstats")
+            ticket_lookups.append(stats["cmdstat_hget"]["calls"])
+    # hget: the buyer's units and tickets; with a key, the ticket as well.
+    assert ticket_lookups == [2, 3]
 
 
 def test_an_admission_is_one_round_trip(
@@ -364,4 +437,3 @@ def test_a_tls_url_admits_through_the_fast_path(tls_redis: str) -> None:
         assert flashsale.place_order("tee", "alice").status == "queued"
         assert flashsale.place_order("tee", "alice").status == "limit_reached"
         assert flashsale.get_sale("tee").remaining == 4
-

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.cluster import ClusterPipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,7 +43,7 @@ from redis.exceptions import WatchError
 from .admission import BUYER_INDEX_SLACK, buyer_tokens
 from .errors import ConfigurationError, LockLost, LockNotAcquired
 from .events import SOLD_OUT, event
-from .fastcall import fast_script_for
+from .fastcall import FastScript, Template, fast_script_for
 from .keys import AdmissionKeys, Keys, join_ticket_id
 from .lock import FencedLock
 from .models import Admission
@@ -60,6 +60,9 @@ BUSY_RETRY_AFTER = 1.0
 LOCKED_CONFLICT_RETRIES = 3
 #: Process-local locks the ``lock`` strategy's threads queue on, by sale id hash.
 GATE_STRIPES = 64
+#: Sales whose admission command the ``lua`` strategy keeps packed (see
+#: :meth:`FastScript.template <flask_flashsale.fastcall.FastScript.template>`).
+TEMPLATES = 256
 
 
 class InventoryStrategy(Protocol):
@@ -155,6 +158,7 @@ class LuaStrategy:
         self._sale_bucket = _bucket_args(sale_rate)
         self._events = events_channel
         self._slack = str(BUYER_INDEX_SLACK)
+        self._templates: dict[str, Template] = {}
 
     def admit(
         self,
@@ -174,23 +178,32 @@ class LuaStrategy:
         invalid one.
         """
         ticket_id = join_ticket_id(sale_id, token)
-        reply = self._script(
-            keys=self.keys.admission(sale_id, user_id, token),
-            args=[
-                user_id,
-                quantity,
-                ticket_id,
-                self._ttl,
-                *self._user_bucket,
-                *self._sale_bucket,
-                self._events,
-                self._slack,
-                verified_pass,
-                event(SOLD_OUT, sale_id),
-                "1" if fresh_token else "",
-                token,
-            ],
-        )
+        fresh = "1" if fresh_token else ""
+        script = self._script
+        if type(script) is FastScript:
+            # The sale's command with its 13 fixed values packed once: only the
+            # order's own 8 are packed per call (see _template).
+            template = self._templates.get(sale_id)
+            if template is None:
+                template = self._template(script, sale_id)
+            keys = self.keys
+            reply = script.run(
+                template.pack(
+                    keys.ticket(sale_id, token),
+                    keys.user_bucket(sale_id, user_id),
+                    user_id,
+                    quantity,
+                    ticket_id,
+                    verified_pass,
+                    fresh,
+                    token,
+                )
+            )
+        else:
+            reply = script(
+                keys=self.keys.admission(sale_id, user_id, token),
+                args=self._args(sale_id, user_id, quantity, ticket_id, verified_pass, fresh, token),
+            )
         status, throttled_by, remaining, wait_ms = reply
         remaining = int(remaining)
         if status == "queued":  # the common answer first, positional (frozen dataclass)
@@ -209,6 +222,48 @@ class LuaStrategy:
             remaining=None if status == "not_found" else max(remaining, 0),
             retry_after=wait_ms / 1000.0 if wait_ms > 0 else None,
         )
+
+    def _args(
+        self,
+        sale_id: str,
+        user_id: str | None,
+        quantity: int | None,
+        ticket_id: str | None,
+        verified_pass: str | None,
+        fresh: str | None,
+        token: str | None,
+    ) -> list[Any]:
+        # admission.lua's ARGV (None, for a template: a slot).
+        return [
+            user_id,
+            quantity,
+            ticket_id,
+            self._ttl,
+            *self._user_bucket,
+            *self._sale_bucket,
+            self._events,
+            self._slack,
+            verified_pass,
+            event(SOLD_OUT, sale_id),
+            fresh,
+            token,
+        ]
+
+    def _template(self, script: FastScript, sale_id: str) -> Template:
+        # The sale's admission command with the order's values as slots, in
+        # the order admit() fills them: ticket key, user bucket key, then the
+        # ARGV slots. Kept per sale; the dict is emptied when it reaches
+        # TEMPLATES, so sale ids that do not exist cannot make it grow.
+        sale_keys = self.keys.admission(sale_id, "", "")
+        keys = [
+            None if name in ("ticket", "user_bucket") else key
+            for name, key in zip(sale_keys._fields, sale_keys, strict=True)
+        ]
+        template = script.template(keys, self._args(sale_id, None, None, None, None, None, None))
+        if len(self._templates) >= TEMPLATES:
+            self._templates.clear()
+        self._templates[sale_id] = template
+        return template
 
 
 def _bucket_args(rate: Rate | None) -> tuple[str, str]:
