@@ -9,6 +9,16 @@ shares the 2 cores with Redis, so calls/s can be client-bound; "1 core at
 100%" (10^6 / Redis CPU microseconds per call) is the physical limit. Cases run
 interleaved over ``--rounds``. Also reports Redis CPU per call and Redis
 bytes per admitted order at scale.
+
+``--parts``: where an admission's Redis time goes. The admission script is
+run pipelined as it is and in variants with one part taken out (each a
+copy of ``admission.lua`` loaded under its own SHA, same keys and
+arguments); the difference in Redis CPU per call is that part's cost. The
+``return at once`` variant answers ``queued`` before doing anything: what an
+``EVALSHA`` with the admission's 21 keys and arguments costs by itself. Each
+case starts from an empty keyspace (the sale alone), so all add the same
+number of buyers and tickets.
+Results go to ``redis-ceiling-parts.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -34,6 +45,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calls per pipelined case per round")
     parser.add_argument("--clients", type=int, default=50, help="redis-benchmark -c")
     parser.add_argument("--pipeline", type=int, default=16, help="redis-benchmark -P")
+    parser.add_argument("--parts", action="store_true",
+                        help="the admission script without each of its parts, instead")
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """``redis-ceiling`` or, with ``--parts``, ``redis-ceiling-parts``."""
+    return "redis-ceiling-parts" if args.parts else "redis-ceiling"
+
+
+#: ``--parts``: variant name -> (what it leaves out, the pattern(s) removed from
+#: the script's source, in order). Each pattern must match (see script_parts).
+PARTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "without the ticket (HSET + EXPIRE)": (
+        (r"redis\.call\('HSET', KEYS\[3\].*?now\)\n", ""),
+        (r"redis\.call\('EXPIRE', KEYS\[3\].*?\)\)\n", ""),
+    ),
+    "without the stream entry (XADD)": ((r"redis\.call\('XADD'.*?now\)\n", ""),),
+    "without the buyer's ticket list (HGET + HSET)": (
+        (r"local tokens = redis\.call\('HGET', KEYS\[7\].*?"
+         r"redis\.call\('HSET', KEYS\[7\], ARGV\[1\], tokens\)\n", ""),
+    ),
+    "without the units per buyer (HGET + HINCRBY)": (
+        (r"tonumber\(redis\.call\('HGET', KEYS\[2\], ARGV\[1\]\) or '0'\)", "0"),
+        (r"redis\.call\('HINCRBY', KEYS\[2\], ARGV\[1\], qty\)\n", ""),
+    ),
+    "without Redis TIME": ((r"local now = now_ms\(\)", "local now = 1700000000000"),),
+}
+#: ``--parts``: the variant that answers before doing anything.
+RETURN_AT_ONCE = "return at once (the call itself)"
+
+
+def script_parts(source: str) -> dict[str, str]:
+    """The admission script's ``--parts`` variants: name -> Lua source.
+
+    Raises ``ValueError`` when a pattern no longer matches the script (the
+    script changed: the variant would measure nothing).
+    """
+    variants = {"the whole script": source}
+    for name, removals in PARTS.items():
+        variant = source
+        for pattern, replacement in removals:
+            variant, count = re.subn(pattern, lambda _m, r=replacement: r, variant,
+                                     count=1, flags=re.S)
+            if count != 1:
+                raise ValueError(f"{name}: {pattern!r} is not in the admission script")
+        variants[name] = variant
+    variants[RETURN_AT_ONCE] = "return {'queued', '', 1, 0}"
+    return variants
 
 
 def quick(args: argparse.Namespace) -> None:
@@ -96,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "redis-ceiling",
         "machine": common.machine(),
         "settings": {"clients": args.clients, "pipeline": args.pipeline,
-                     "requests": args.requests, "rounds": args.rounds},
+                     "requests": args.requests, "rounds": args.rounds, "parts": args.parts},
     }
     rounds: list[dict[str, Any]] = []
     with Processes() as procs:
@@ -121,17 +180,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             admit = ["EVALSHA", sha, str(len(keys)), *randomise(keys), *randomise(argv)]
             soldout = ["EVALSHA", sha, str(len(gone_keys)), *randomise(gone_keys),
                        *randomise(gone_argv)]
-            cases = {
-                f"PING -P{args.pipeline}": (["PING"], args.pipeline, args.requests),
-                f"admit EVALSHA -P{args.pipeline}": (admit, args.pipeline, args.requests),
-                "admit EVALSHA -P1": (admit, 1, max(10000, args.requests // 3)),
-                f"sold-out EVALSHA -P{args.pipeline}": (soldout, args.pipeline, args.requests),
-            }
+            if args.parts:
+                cases = {}
+                whole = app.extensions["flashsale"].strategy._script.script
+                for name, variant in script_parts(whole).items():
+                    variant_sha = redis.client.script_load(variant)
+                    cases[name] = (["EVALSHA", variant_sha, *admit[2:]], args.pipeline,
+                                   args.requests)
+            else:
+                cases = {
+                    f"PING -P{args.pipeline}": (["PING"], args.pipeline, args.requests),
+                    f"admit EVALSHA -P{args.pipeline}": (admit, args.pipeline, args.requests),
+                    "admit EVALSHA -P1": (admit, 1, max(10000, args.requests // 3)),
+                    f"sold-out EVALSHA -P{args.pipeline}": (soldout, args.pipeline,
+                                                            args.requests),
+                }
             admitted = 0
             mem_delta = 0
             for rnd in range(args.rounds):
                 row: dict[str, Any] = {"round": rnd + 1, "loadavg": common.loadavg()}
                 for name, (command, pipeline, requests) in cases.items():
+                    if args.parts:
+                        # Each variant from the same empty keyspace: a keyspace
+                        # grown by the cases before would charge its rehashing
+                        # and allocation to whichever case came later.
+                        redis.client.flushall()
+                        with app.app_context():
+                            ext.create_sale("hot", stock=10**9, price="9.99", per_user_limit=1)
                     before_remaining = int(redis.client.hget("flashsale:{hot}:sale", "remaining"))
                     mem0 = redis.used_memory()
                     cpu0 = redis.cpu_seconds()
@@ -140,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     data["redis_cpu_us_per_call"] = (redis.cpu_seconds() - cpu0) / requests * 1e6
                     sold = before_remaining - int(
                         redis.client.hget("flashsale:{hot}:sale", "remaining"))
-                    if sold:
+                    if sold and not args.parts:  # variants write less than an order
                         data["admitted"] = sold
                         admitted += sold
                         mem_delta += redis.used_memory() - mem0
@@ -169,6 +244,8 @@ def report(result: dict[str, Any]) -> str:
     """The compact table printed at the end."""
     if "unavailable" in result:
         return f"redis-ceiling: not available: {result['unavailable']}"
+    if result["settings"].get("parts"):
+        return report_parts(result)
     rows = [[name, v["rps"], v["p50_ms"], v["p99_ms"], v["redis_cpu_us_per_call"],
              1e6 / v["redis_cpu_us_per_call"] if v["redis_cpu_us_per_call"] else None]
             for name, v in sorted(result["summary"].items(), key=lambda kv: -kv[1]["rps"])]
@@ -179,4 +256,25 @@ def report(result: dict[str, Any]) -> str:
     lines.append(f"-c {result['settings']['clients']}, medians of {result['settings']['rounds']}"
                  f" interleaved rounds; load average at start "
                  f"{result['machine']['loadavg_at_start']}, at end {result['loadavg_at_end']}")
+    return "\n".join(lines)
+
+
+def report_parts(result: dict[str, Any]) -> str:
+    """``--parts``: each variant's Redis CPU per call, and what its part costs."""
+    summary = result["summary"]
+    whole = summary["the whole script"]["redis_cpu_us_per_call"]
+    rows = []
+    for name in ("the whole script", *PARTS, RETURN_AT_ONCE):
+        cpu = summary[name]["redis_cpu_us_per_call"]
+        rows.append([name, summary[name]["rps"], cpu,
+                     None if name == "the whole script" else whole - cpu])
+    lines = [table(["admission script", "calls/s", "redis CPU us/call", "the part costs us"],
+                   rows)]
+    settings = result["settings"]
+    lines.append(f"redis-benchmark -P{settings['pipeline']} -c {settings['clients']}, "
+                 f"{settings['requests']:,} calls per case, medians of {settings['rounds']} "
+                 f"interleaved rounds; a new buyer and ticket per call; the whole script "
+                 f"less 'return at once' is what its commands cost")
+    lines.append(f"load average at start {result['machine']['loadavg_at_start']}, "
+                 f"at end {result['loadavg_at_end']}")
     return "\n".join(lines)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
 from .helpers import run_benchmark
 from .redis_server import require_redis_binary
@@ -109,6 +111,55 @@ def redis_client_entries(redis_url: str) -> list[dict[str, str]]:
         return [fields for _, fields in client.xrange("flashsale:{hot}:orders")]
     finally:
         client.close()
+
+
+#: ``redis-ceiling --parts``: the commands each variant runs fewer of than the whole script.
+PARTS_LEAVE_OUT = {
+    "without the ticket (HSET + EXPIRE)": {"hset": 1, "expire": 1},
+    "without the stream entry (XADD)": {"xadd": 1},
+    "without the buyer's ticket list (HGET + HSET)": {"hget": 1, "hset": 1},
+    "without the units per buyer (HGET + HINCRBY)": {"hget": 1, "hincrby": 1},
+    "without Redis TIME": {"time": 1},
+}
+
+
+def test_each_script_part_variant_leaves_out_its_commands_and_still_admits(
+    redis_url: str, redis_client: redis_lib.Redis
+) -> None:
+    from benchmarks.app import setup_app
+    from benchmarks.redis_ceiling import RETURN_AT_ONCE, TOKEN, USER, capture_call, script_parts
+
+    app = setup_app(redis_url)
+    with app.app_context():
+        app.extensions["flashsale"].ext.create_sale("hot", stock=100, per_user_limit=1)
+    _, keys, args = capture_call(redis_url, "hot")
+    variants = script_parts(app.extensions["flashsale"].strategy._script.script)
+    assert set(variants) == {"the whole script", RETURN_AT_ONCE, *PARTS_LEAVE_OUT}
+    ran: dict[str, Counter[str]] = {}
+    for i, (name, source) in enumerate(variants.items()):
+        values = [v.replace(USER, f"buyer-{i}").replace(TOKEN, f"token-{i:016d}")
+                  for v in (*keys, *args)]
+        before = commands_run(redis_client)
+        assert redis_client.eval(source, len(keys), *values)[0] == "queued", name
+        ran[name] = commands_run(redis_client) - before
+    whole = ran.pop("the whole script")
+    assert ran.pop(RETURN_AT_ONCE) == Counter()
+    for name, counts in ran.items():
+        assert whole - counts == Counter(PARTS_LEAVE_OUT[name]), name
+
+
+def commands_run(client: redis_lib.Redis) -> Counter[str]:
+    """Calls per command so far (``INFO commandstats``), scripts' commands included."""
+    stats = client.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+                    if k not in ("cmdstat_info", "cmdstat_eval")})
+
+
+def test_a_script_part_that_is_no_longer_in_the_script_is_an_error() -> None:
+    from benchmarks.redis_ceiling import script_parts
+
+    with pytest.raises(ValueError, match="is not in the admission script"):
+        script_parts("return 1")
 
 
 def test_cpu_lists_for_pinning_read_like_taskset() -> None:
