@@ -5,7 +5,12 @@ new buyer and ticket each, every one admitted) are sent through
 
 - ``redis-py``: the registered ``Script`` on the app's guarded client and
   pool (what ``FLASHSALE_FAST_ADMISSION=false`` runs);
-- ``fast``: :class:`~flask_flashsale.fastcall.FastScript` (the default);
+- ``fast``: :class:`~flask_flashsale.fastcall.FastScript` called as redis-py's
+  ``Script`` is (all 21 keys and arguments packed per call);
+- ``template``: the same through the sale's
+  :class:`~flask_flashsale.fastcall.Template`, as the ``lua`` strategy sends
+  an order (only the order's own 8 values packed per call; checked to send
+  the same bytes as ``fast``);
 - ``raw``: the same packed bytes on a bare socket read with ``hiredis.Reader``,
   no breaker, no pool, no error handling: the floor for a Python client.
 
@@ -24,7 +29,7 @@ from typing import Any
 
 from .common import Processes, Redis, median, table
 
-CASES = ("redis-py", "fast", "raw")
+CASES = ("redis-py", "fast", "template", "raw")
 Call = tuple[list[str], list[Any]]
 
 
@@ -85,6 +90,30 @@ def raw_caller(port: int, fast: Any) -> tuple[Callable[[list[str], list[Any]], A
     return call, sock
 
 
+def template_caller(strategy: Any, fast: Any, sale: str,
+                    first: Call) -> Callable[[list[str], list[Any]], Any]:
+    """``script(keys, args)`` through the sale's template, as ``LuaStrategy.admit`` sends it.
+
+    The order's own values are picked from ``keys`` and ``args`` in the order
+    the strategy fills the template's slots (ticket key, buyer's bucket key,
+    buyer, quantity, ticket id, pass, fresh flag, token); ``first`` must pack
+    to the same bytes as :meth:`FastScript.pack` would, or the run stops.
+    """
+    template = strategy._template(fast, sale)
+    pack, run = template.pack, fast.run
+    keys, args = first
+    if pack(keys[2], keys[4], args[0], args[1], args[2], args[10], args[12],
+            args[13]) != fast.pack(keys, args):
+        raise SystemExit("the sale's template does not send what the strategy's keys and "
+                         "arguments are: benchmarks/admission_client.py is out of date")
+
+    def call(keys: list[str], args: list[Any]) -> Any:
+        return run(pack(keys[2], keys[4], args[0], args[1], args[2], args[10], args[12],
+                        args[13]))
+
+    return call
+
+
 def measure(fn: Callable[[list[str], list[Any]], Any], calls: Sequence[Call]) -> dict[str, float]:
     """Client CPU and wall microseconds per call; every reply must be ``queued``."""
     cpu, wall = time.process_time(), time.perf_counter()
@@ -125,6 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     FlashSale.state(app).ext.create_sale("bench", stock=10**9)
                 for n, case in enumerate(CASES):
                     calls = capture(strategy, "bench", f"{n}{r % 10}", args.calls)
+                    if case == "template":
+                        callers[case] = template_caller(strategy, fast, "bench", calls[0])
                     fn = callers[case]
                     measure(fn, calls[:200])  # connections made, caches warm
                     samples[case].append(measure(fn, calls[200:]))

@@ -49,6 +49,18 @@ def test_orderpath_benchmark_counts_the_scripts_commands(tmp_path: Path) -> None
     assert redis["inner_commands_per_admission"]["xadd"] == 1
 
 
+@pytest.mark.skipif(not require_redis_binary(), reason="redis-server is not installed")
+def test_admission_client_benchmark_admits_through_every_client_path(tmp_path: Path) -> None:
+    # Every reply must be ``queued`` (the benchmark stops otherwise), and the
+    # template path must send the very bytes of the fast path's call.
+    _, result = run_benchmark(
+        "admission-client", "--rounds", "1", "--calls", "300",
+        json_path=tmp_path / "admission-client.json",
+    )
+    assert set(result["summary"]) == {"redis-py", "fast", "template", "raw"}
+    assert all(len(samples) == 1 for samples in result["samples"].values())
+
+
 @pytest.mark.skipif(not require_redis_binary() or shutil.which("wrk") is None,
                     reason="redis-server and wrk are needed")
 def test_http_benchmark_answers_every_case_as_expected_under_gevent(tmp_path: Path) -> None:
