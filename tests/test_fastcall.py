@@ -15,7 +15,7 @@ import pytest
 import redis as redis_lib
 from flask import Flask
 
-from flask_flashsale import FlashSale
+from flask_flashsale import FlashSale, admission
 from flask_flashsale.breaker import CircuitOpen
 from flask_flashsale.fastcall import FastScript
 from flask_flashsale.strategies import TEMPLATES
@@ -206,6 +206,42 @@ def test_a_template_without_slots_is_the_whole_command(make_app: MakeApp) -> Non
     assert template.slots == 0
     assert template.pack() == fast.pack([], ["fixed"])
     assert fast.run(template.pack()) == "fixed"
+
+
+@pytest.mark.parametrize(
+    ("key", "queue_pass"), [(None, None), ("retry-1", None), ("retry-2", "not-a-pass")]
+)
+def test_an_order_sends_the_command_its_keys_and_arguments_pack_to(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, key: str | None, queue_pass: str | None
+) -> None:
+    """The sale's template sends what packing the whole admission call would."""
+    # Both orders get the same ticket token (drawn at random without a key).
+    monkeypatch.setattr(admission, "new_ticket_token", lambda: "T" * 22)
+    app, flashsale = make_app(
+        FLASHSALE_ORDER_RATE_PER_USER="5/minute", FLASHSALE_ORDER_RATE_PER_SALE="100/second"
+    )
+    strategy: Any = FlashSale.state(app).strategy
+    fast = strategy._script
+    sent: list[bytes] = []
+    calls: list[tuple[list[Any], list[Any]]] = []
+    run = fast.run
+
+    def recording_run(command: bytes) -> Any:
+        sent.append(command)
+        return run(command)
+
+    def recording_script(keys: Any, args: Any) -> Any:
+        calls.append((list(keys), list(args)))
+        return fast(keys=keys, args=args)
+
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5)
+        fast.run = recording_run
+        flashsale.place_order("tee", "alice", idempotency_key=key, queue_pass=queue_pass)
+        strategy._script = recording_script  # the whole call, as redis-py's Script gets it
+        flashsale.place_order("tee", "alice", idempotency_key=key, queue_pass=queue_pass)
+    [(keys, args)] = calls
+    assert sent[0] == fast.pack(keys, args)
 
 
 def test_orders_for_many_sale_ids_keep_a_bounded_number_of_templates(
