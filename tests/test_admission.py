@@ -9,7 +9,7 @@ import redis as redis_lib
 
 from flask_flashsale import FlashSale, InvalidRequest
 
-from .helpers import redis_now
+from .helpers import MakeApp, redis_now
 
 
 def test_admitted_order_is_queued_with_a_ticket_and_takes_stock(flashsale: FlashSale) -> None:
@@ -180,14 +180,17 @@ def script_hgets(redis_client: redis_lib.Redis) -> int:
     return int(redis_client.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "redis-py"])
 def test_an_order_without_an_idempotency_key_looks_up_no_ticket(
-    flashsale: FlashSale, redis_client: redis_lib.Redis
+    make_app: MakeApp, redis_client: redis_lib.Redis, fast: bool
 ) -> None:
     """A random ticket token is new: the script reads the buyer's count and list, not a ticket."""
-    flashsale.create_sale("tee", stock=5, per_user_limit=2)
-    redis_client.config_resetstat()
-    assert flashsale.place_order("tee", "alice").status == "queued"
-    assert script_hgets(redis_client) == 2
-    redis_client.config_resetstat()
-    assert flashsale.place_order("tee", "alice", idempotency_key="k1").status == "queued"
-    assert script_hgets(redis_client) == 3  # the key's ticket may exist: it is looked up
+    app, flashsale = make_app(FLASHSALE_FAST_ADMISSION=fast)
+    with app.app_context():
+        flashsale.create_sale("tee", stock=5, per_user_limit=2)
+        redis_client.config_resetstat()
+        assert flashsale.place_order("tee", "alice").status == "queued"
+        assert script_hgets(redis_client) == 2
+        redis_client.config_resetstat()
+        assert flashsale.place_order("tee", "alice", idempotency_key="k1").status == "queued"
+        assert script_hgets(redis_client) == 3  # the key's ticket may exist: it is looked up

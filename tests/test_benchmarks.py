@@ -167,6 +167,19 @@ def commands_run(client: redis_lib.Redis) -> Counter[str]:
                     if k not in ("cmdstat_info", "cmdstat_eval")})
 
 
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is needed")
+def test_redis_ceiling_parts_runs_every_variant_and_prices_each_part(tmp_path: Path) -> None:
+    from benchmarks.redis_ceiling import PARTS, RETURN_AT_ONCE
+
+    proc, result = run_benchmark(
+        "redis-ceiling", "--parts", "--rounds", "1", "--requests", "3000",
+        json_path=tmp_path / "redis-ceiling-parts.json",
+    )
+    assert set(result["summary"]) == {"the whole script", RETURN_AT_ONCE, *PARTS}
+    assert all(v["rps"] > 0 for v in result["summary"].values())
+    assert "the part costs us" in proc.stdout and "without the stream entry (XADD)" in proc.stdout
+
+
 def test_a_script_part_that_is_no_longer_in_the_script_is_an_error() -> None:
     from benchmarks.redis_ceiling import script_parts
 

@@ -254,26 +254,6 @@ def test_orders_for_many_sale_ids_keep_a_bounded_number_of_templates(
     assert strategy._templates
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "redis-py"])
-def test_an_order_without_an_idempotency_key_does_not_look_up_its_ticket(
-    make_app: MakeApp, redis_client: redis_lib.Redis, fast: bool
-) -> None:
-    """Its ticket id was drawn at random: no ticket can exist under it."""
-    app, flashsale = make_app(FLASHSALE_FAST_ADMISSION=fast)
-    with app.app_context():
-        flashsale.create_sale("tee", stock=5)
-        ticket_lookups = []
-        for key in (None, "k1"):
-            redis_client.config_resetstat()
-            assert (
-                flashsale.place_order("tee", f"buyer-{key}", idempotency_key=key).status == "queued"
-            )
-            stats = redis_client.info("commandstats")
-            ticket_lookups.append(stats["cmdstat_hget"]["calls"])
-    # hget: the buyer's units and tickets; with a key, the ticket as well.
-    assert ticket_lookups == [2, 3]
-
-
 def test_an_admission_is_one_round_trip(
     flashsale: FlashSale, command_counter: CommandCounter
 ) -> None:
